@@ -1,0 +1,37 @@
+"""One exception per failure; every message says what was expected and where."""
+
+
+class CfMetricsError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(CfMetricsError):
+    """A parameter, option or setting has a value outside its expected form."""
+
+
+class SqlTemplateError(CfMetricsError):
+    """A file in sql/ cannot be rendered: unknown or missing parameter, unparseable text."""
+
+
+class UntranslatableSqlError(CfMetricsError):
+    """A file in sql/ uses a function whose Athena-to-DuckDB translation no test proves."""
+
+
+class LayoutError(CfMetricsError):
+    """The log root does not exist or cannot be listed."""
+
+
+class EngineError(CfMetricsError):
+    """The query engine failed to run a query."""
+
+
+class LimitError(CfMetricsError):
+    """A metric datum or request would break a CloudWatch limit."""
+
+
+class PublishError(CfMetricsError):
+    """A sink refused or failed to take a request."""
+
+
+class LedgerError(CfMetricsError):
+    """The ledger is unreadable, locked or inconsistent."""

@@ -1,0 +1,128 @@
+"""Where log files live: the two partitioned path layouts and a local store that lists them."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+
+from job.errors import ConfigError, LayoutError
+from job.window import HourWindow
+
+# CloudFront distribution ids are upper-case letters and digits ("E2EXAMPLE1ABCD"); we accept 1-64 of them.
+DISTRIBUTION_ID = re.compile(r"^[A-Z0-9]{1,64}$")
+
+
+class Layout(Enum):
+    """CloudFront standard logging v2 partitioning: `{DistributionId}/{yyyy}/{MM}/{dd}/{HH}/` or its Hive form."""
+
+    PLAIN = "plain"
+    HIVE = "hive"
+
+    def partition_prefix(self, distribution_id: str, hour: datetime) -> str:
+        if self is Layout.PLAIN:
+            return f"{distribution_id}/{hour:%Y/%m/%d/%H}/"
+        return f"DistributionId={distribution_id}/year={hour:%Y}/month={hour:%m}/day={hour:%d}/hour={hour:%H}/"
+
+    def athena_template(self, location: str) -> str:
+        """The `storage.location.template` for partition projection under `location` (which ends with '/')."""
+        if self is Layout.PLAIN:
+            return location + "${distributionid}/${year}/${month}/${day}/${hour}/"
+        return location + "DistributionId=${distributionid}/year=${year}/month=${month}/day=${day}/hour=${hour}/"
+
+
+_PATTERNS = {
+    Layout.PLAIN: re.compile(r"^(?P<d>[^/=]+)/(?P<y>\d{4})/(?P<m>\d{2})/(?P<dd>\d{2})/(?P<h>\d{2})/(?P<f>[^/]+)$"),
+    Layout.HIVE: re.compile(
+        r"^DistributionId=(?P<d>[^/]+)/year=(?P<y>\d{4})/month=(?P<m>\d{2})/day=(?P<dd>\d{2})/hour=(?P<h>\d{2})/(?P<f>[^/]+)$"
+    ),
+}
+
+
+def validate_distribution_id(value: str) -> str:
+    if not DISTRIBUTION_ID.match(value):
+        raise ConfigError(
+            f"distribution id {value!r} is not valid; expected 1-64 upper-case letters and digits, e.g. E2EXAMPLE1ABCD"
+        )
+    return value
+
+
+@dataclass(frozen=True, order=True)
+class LogFile:
+    """One log file: its address as the engine sees it (`"$path"`), its partition and its size."""
+
+    distribution_id: str
+    hour: datetime
+    uri: str
+    size: int = field(compare=False)
+    layout: Layout = field(compare=False)
+
+
+@dataclass(frozen=True)
+class ParsedPath:
+    layout: Layout
+    distribution_id: str
+    hour: datetime
+
+
+def parse_relative_path(relative: str) -> ParsedPath | None:
+    """The layout, distribution and partition hour of a path relative to the log root, or None if it fits neither."""
+    for layout, pattern in _PATTERNS.items():
+        match = pattern.match(relative)
+        if not match or not DISTRIBUTION_ID.match(match["d"]) or match["f"].startswith("."):
+            continue
+        try:
+            hour = datetime(int(match["y"]), int(match["m"]), int(match["dd"]), int(match["h"]), tzinfo=UTC)
+        except ValueError:
+            return None
+        return ParsedPath(layout, match["d"], hour)
+    return None
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The log files found under a root, and the paths that fit no layout (reported, never read)."""
+
+    files: tuple[LogFile, ...]
+    unrecognised: tuple[str, ...]
+
+
+class LocalLogStore:
+    """Log files in a local folder laid out in hourly partitions."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        if not self.root.is_dir():
+            raise LayoutError(f"--logs {root}: no such folder; expected a folder of partitioned CloudFront log files")
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def list(self, window: HourWindow | None, distributions: Iterable[str] = ()) -> Listing:
+        wanted = set(distributions)
+        files: list[LogFile] = []
+        unrecognised: list[str] = []
+        for path in self._walk(self.root):
+            relative = path.relative_to(self.root).as_posix()
+            parsed = parse_relative_path(relative)
+            if parsed is None:
+                unrecognised.append(relative)
+                continue
+            if wanted and parsed.distribution_id not in wanted:
+                continue
+            if window is not None and not window.contains(parsed.hour):
+                continue
+            files.append(LogFile(parsed.distribution_id, parsed.hour, str(path), path.stat().st_size, parsed.layout))
+        return Listing(tuple(sorted(files)), tuple(sorted(unrecognised)))
+
+    @staticmethod
+    def _walk(root: Path) -> Iterator[Path]:
+        for folder, dirs, names in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(names):
+                if not name.startswith("."):
+                    yield Path(folder) / name

@@ -1,0 +1,195 @@
+"""The ledger of processed log files and the journal of batches being published, behind one interface."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from job.errors import LedgerError
+from job.layout import Layout, LogFile
+from job.metrics import Datum
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Files whose metrics are being published together, with the exact requests computed for them.
+
+    The requests are journaled before the first is sent, so a resumed batch publishes the same datums even if
+    the SQL or the engine changed since.
+    """
+
+    id: str
+    target: str
+    namespace: str
+    files: tuple[LogFile, ...]
+    requests: tuple[tuple[Datum, ...], ...]
+    lines: int
+    malformed_lines: int
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "id": self.id,
+                "target": self.target,
+                "namespace": self.namespace,
+                "files": [
+                    {
+                        "uri": f.uri,
+                        "distribution_id": f.distribution_id,
+                        "hour": f.hour.isoformat(),
+                        "size": f.size,
+                        "layout": f.layout.value,
+                    }
+                    for f in self.files
+                ],
+                "requests": [[d.to_json() for d in request] for request in self.requests],
+                "lines": self.lines,
+                "malformed_lines": self.malformed_lines,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Batch:
+        data = json.loads(text)
+        files = tuple(
+            LogFile(f["distribution_id"], datetime.fromisoformat(f["hour"]), f["uri"], f["size"], Layout(f["layout"]))
+            for f in data["files"]
+        )
+        requests = tuple(tuple(Datum.from_json(d) for d in request) for request in data["requests"])
+        return cls(
+            data["id"], data["target"], data["namespace"], files, requests, data["lines"], data["malformed_lines"]
+        )
+
+
+@dataclass(frozen=True)
+class PendingBatch:
+    """A journaled batch not yet committed: `sent` requests are confirmed; `in_flight` was started, unconfirmed."""
+
+    batch: Batch
+    sent: int
+    in_flight: int | None
+
+
+class Ledger(Protocol):
+    """Records which files each target (query x destination) has published, and journals batches in progress."""
+
+    def lock(self) -> AbstractContextManager[None]: ...
+
+    def recorded(self, target: str) -> set[str]: ...
+
+    def pending(self, target: str) -> list[PendingBatch]: ...
+
+    def begin(self, batch: Batch) -> None: ...
+
+    def mark_in_flight(self, batch_id: str, index: int) -> None: ...
+
+    def mark_sent(self, batch_id: str, index: int) -> None: ...
+
+    def commit(self, batch_id: str, at: datetime) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+  target TEXT NOT NULL, uri TEXT NOT NULL, distribution_id TEXT NOT NULL, hour TEXT NOT NULL, size INTEGER NOT NULL,
+  batch_id TEXT NOT NULL, recorded_at TEXT NOT NULL, PRIMARY KEY (target, uri));
+CREATE TABLE IF NOT EXISTS batches (
+  id TEXT PRIMARY KEY, target TEXT NOT NULL, created_at TEXT NOT NULL, payload TEXT NOT NULL,
+  sent INTEGER NOT NULL DEFAULT 0, in_flight INTEGER, committed_at TEXT, lines INTEGER NOT NULL,
+  malformed_lines INTEGER NOT NULL);
+"""
+
+
+class LocalLedger:
+    """SQLite in a local folder; every step is one transaction, and one run at a time holds the folder's lock."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder.resolve()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.folder / "ledger.sqlite3", isolation_level=None, timeout=60)
+            self.db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise LedgerError(f"--state {folder}: cannot open the ledger ({exc})") from exc
+
+    def __str__(self) -> str:
+        return str(self.folder)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Serialise runs that share this ledger: a second run waits until the first has finished."""
+        with open(self.folder / "lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"waiting for another run that holds {self.folder / 'lock'} ...", file=sys.stderr)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _write(self, sql: str, *args: object) -> None:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(sql, args)
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.db.execute("ROLLBACK") if self.db.in_transaction else None
+            raise LedgerError(f"{self.folder}: ledger write failed ({exc})") from exc
+
+    def recorded(self, target: str) -> set[str]:
+        return {uri for (uri,) in self.db.execute("SELECT uri FROM files WHERE target = ?", (target,))}
+
+    def pending(self, target: str) -> list[PendingBatch]:
+        rows = self.db.execute(
+            "SELECT payload, sent, in_flight FROM batches "
+            "WHERE target = ? AND committed_at IS NULL ORDER BY created_at",
+            (target,),
+        )
+        return [PendingBatch(Batch.from_json(p), sent, in_flight) for p, sent, in_flight in rows]
+
+    def begin(self, batch: Batch) -> None:
+        self._write(
+            "INSERT INTO batches (id, target, created_at, payload, lines, malformed_lines) VALUES (?, ?, ?, ?, ?, ?)",
+            batch.id, batch.target, datetime.now(UTC).isoformat(), batch.to_json(), batch.lines,
+            batch.malformed_lines,
+        )  # fmt: skip
+
+    def mark_in_flight(self, batch_id: str, index: int) -> None:
+        self._write("UPDATE batches SET in_flight = ? WHERE id = ?", index, batch_id)
+
+    def mark_sent(self, batch_id: str, index: int) -> None:
+        self._write("UPDATE batches SET sent = ?, in_flight = NULL WHERE id = ?", index + 1, batch_id)
+
+    def commit(self, batch_id: str, at: datetime) -> None:
+        """Record the batch's files and close it, in one transaction."""
+        row = self.db.execute("SELECT payload FROM batches WHERE id = ?", (batch_id,)).fetchone()
+        if row is None:
+            raise LedgerError(f"{self.folder}: no batch {batch_id} to commit")
+        batch = Batch.from_json(row[0])
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany(
+                "INSERT INTO files (target, uri, distribution_id, hour, size, batch_id, recorded_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(batch.target, f.uri, f.distribution_id, f.hour.isoformat(), f.size, batch_id, at.isoformat())
+                 for f in batch.files],
+            )  # fmt: skip
+            self.db.execute("UPDATE batches SET committed_at = ? WHERE id = ?", (at.isoformat(), batch_id))
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.db.execute("ROLLBACK") if self.db.in_transaction else None
+            raise LedgerError(f"{self.folder}: cannot record batch {batch_id} ({exc})") from exc
+
+
+def new_batch_id(files: Sequence[LogFile]) -> str:
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{os.getpid()}-{len(files)}"

@@ -1,0 +1,176 @@
+"""Map the metrics query's rows to CloudWatch metric datums: the output contract, as pure functions."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+from job.limits import MAX_VALUES_PER_DATUM
+
+DEFAULT_NAMESPACE = "CloudFront/AccessLogs"
+# The documented x-edge-result-type values; anything else is published as OTHER_RESULT_TYPE so the number of
+# CloudWatch metrics (each one billed) stays bounded.
+DOCUMENTED_RESULT_TYPES = frozenset(
+    {"Hit", "RefreshHit", "Miss", "LimitExceeded", "CapacityExceeded", "Error", "Redirect", "LambdaExecutionError"}
+)
+OTHER_RESULT_TYPE = "Other"
+
+
+class Unit(Enum):
+    COUNT = "Count"
+    MILLISECONDS = "Milliseconds"
+
+
+class Grouping(Enum):
+    """The query's grouping_id: which GROUPING SETS entry a row belongs to."""
+
+    MINUTE_BY_RESULT_TYPE = 1
+    MINUTE_BY_TIME_TAKEN = 2
+    MINUTE = 3
+
+
+class Metric(Enum):
+    REQUESTS = "Requests"
+    TIME_TAKEN = "TimeTaken"
+    TIME_TAKEN_P50 = "TimeTakenP50"
+    TIME_TAKEN_P90 = "TimeTakenP90"
+    TIME_TAKEN_P99 = "TimeTakenP99"
+
+
+PERCENTILE_COLUMNS = {
+    Metric.TIME_TAKEN_P50: "time_taken_p50_ms",
+    Metric.TIME_TAKEN_P90: "time_taken_p90_ms",
+    Metric.TIME_TAKEN_P99: "time_taken_p99_ms",
+}
+
+
+@dataclass(frozen=True)
+class Datum:
+    """One CloudWatch MetricDatum: a single Value, or a distribution as Values/Counts."""
+
+    metric: str
+    dimensions: tuple[tuple[str, str], ...]
+    timestamp: datetime
+    unit: Unit
+    value: float | None = None
+    values: tuple[float, ...] = ()
+    counts: tuple[float, ...] = ()
+
+    def numbers(self) -> tuple[float, ...]:
+        return (self.value,) if self.value is not None else self.values + self.counts
+
+    def to_api(self) -> dict[str, Any]:
+        """The PutMetricData MetricDatum shape boto3 takes."""
+        datum: dict[str, Any] = {
+            "MetricName": self.metric,
+            "Dimensions": [{"Name": n, "Value": v} for n, v in self.dimensions],
+            "Timestamp": self.timestamp,
+            "Unit": self.unit.value,
+        }
+        if self.value is not None:
+            datum["Value"] = self.value
+        else:
+            datum["Values"] = list(self.values)
+            datum["Counts"] = list(self.counts)
+        return datum
+
+    def to_json(self) -> dict[str, Any]:
+        """The API shape with the timestamp as ISO-8601 UTC: one line of a jsonl: sink, and the ledger's journal."""
+        datum = self.to_api()
+        datum["Timestamp"] = self.timestamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return datum
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Datum:
+        return cls(
+            metric=data["MetricName"],
+            dimensions=tuple((d["Name"], d["Value"]) for d in data["Dimensions"]),
+            timestamp=datetime.strptime(data["Timestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC),
+            unit=Unit(data["Unit"]),
+            value=data.get("Value"),
+            values=tuple(data.get("Values", ())),
+            counts=tuple(data.get("Counts", ())),
+        )
+
+
+@dataclass(frozen=True)
+class MinuteMetrics:
+    """What one query over a set of files amounts to."""
+
+    datums: tuple[Datum, ...]
+    requests: int
+    malformed_lines: int
+    other_result_types: frozenset[str] = field(default_factory=frozenset)
+
+
+def as_utc_minute(value: Any) -> datetime:
+    """A minute from either engine (datetime, pandas Timestamp or ISO text) as an aware UTC datetime."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace(" UTC", ""))
+    if hasattr(value, "to_pydatetime"):
+        value = value.to_pydatetime()
+    if not isinstance(value, datetime):
+        raise TypeError(f"minute {value!r} is not a timestamp")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    minute: datetime = value.astimezone(UTC).replace(second=0, microsecond=0)
+    return minute
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value) in ("", "NaT", "<NA>")
+
+
+def _chunks(items: Sequence[tuple[float, float]], size: int) -> Iterable[Sequence[tuple[float, float]]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def datums_from_rows(
+    rows: Iterable[Mapping[str, Any]],
+    distribution_id: str,
+    result_types: frozenset[str] = DOCUMENTED_RESULT_TYPES,
+) -> MinuteMetrics:
+    """The output contract: Requests (total and by ResultType), TimeTaken as Values/Counts, TimeTakenPNN."""
+    base = (("DistributionId", distribution_id),)
+    datums: list[Datum] = []
+    requests = malformed = 0
+    others: set[str] = set()
+    by_type: dict[tuple[datetime, str], int] = defaultdict(int)
+    histogram: dict[datetime, dict[float, float]] = defaultdict(dict)
+    for row in rows:
+        grouping = Grouping(int(row["grouping_id"]))
+        count = int(row["requests"])
+        if _is_missing(row["minute"]):
+            if grouping is Grouping.MINUTE:
+                malformed += count
+            continue
+        minute = as_utc_minute(row["minute"])
+        if grouping is Grouping.MINUTE:
+            requests += count
+            datums.append(Datum(Metric.REQUESTS.value, base, minute, Unit.COUNT, value=float(count)))
+            for metric, column in PERCENTILE_COLUMNS.items():
+                if not _is_missing(row[column]):
+                    datums.append(Datum(metric.value, base, minute, Unit.MILLISECONDS, value=float(row[column])))
+        elif grouping is Grouping.MINUTE_BY_RESULT_TYPE:
+            result_type = str(row["result_type"])
+            if result_type not in result_types:
+                others.add(result_type)
+                result_type = OTHER_RESULT_TYPE
+            by_type[(minute, result_type)] += count
+        elif not _is_missing(row["time_taken_bucket_ms"]):
+            histogram[minute][float(row["time_taken_bucket_ms"])] = float(count)
+    for (minute, result_type), count in sorted(by_type.items()):
+        dims = (*base, ("ResultType", result_type))
+        datums.append(Datum(Metric.REQUESTS.value, dims, minute, Unit.COUNT, value=float(count)))
+    for minute, buckets in sorted(histogram.items()):
+        # CloudWatch takes at most 150 distinct values per datum; datums for one metric and minute merge.
+        for chunk in _chunks(sorted(buckets.items()), MAX_VALUES_PER_DATUM):
+            values, counts = zip(*chunk, strict=False)
+            datums.append(Datum(Metric.TIME_TAKEN.value, base, minute, Unit.MILLISECONDS, values=values, counts=counts))
+    return MinuteMetrics(tuple(datums), requests, malformed, frozenset(others))

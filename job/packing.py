@@ -1,0 +1,92 @@
+"""Check datums against CloudWatch's limits and pack them into as few PutMetricData requests as possible."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import datetime
+from urllib.parse import quote
+
+from job.errors import LimitError
+from job.limits import (
+    MAX_DATAPOINT_AGE,
+    MAX_DATAPOINT_AHEAD,
+    MAX_DATUMS_PER_REQUEST,
+    MAX_DIMENSIONS_PER_DATUM,
+    MAX_REQUEST_BYTES,
+    MAX_VALUES_PER_DATUM,
+)
+from job.metrics import Datum
+
+Request = tuple[Datum, ...]
+# Action=PutMetricData&Version=2010-08-01&Namespace=<255 chars>: the request's own share of the body.
+REQUEST_OVERHEAD_BYTES = 64 + 3 * 255
+
+
+def _number(value: float) -> str:
+    return repr(float(value))
+
+
+def datum_wire_bytes(datum: Datum) -> int:
+    """Bytes this datum adds to a query-protocol body at the widest index (member.1000), an upper bound for the
+    CBOR and JSON protocols newer botocore versions use."""
+    prefix = "MetricData.member.1000."
+    pairs = [("MetricName", datum.metric), ("Timestamp", datum.timestamp.strftime("%Y-%m-%dT%H:%M:%SZ"))]
+    pairs.append(("Unit", datum.unit.value))
+    for i, (name, value) in enumerate(datum.dimensions, start=1):
+        pairs += [(f"Dimensions.member.{i}.Name", name), (f"Dimensions.member.{i}.Value", value)]
+    if datum.value is not None:
+        pairs.append(("Value", _number(datum.value)))
+    for i, (number, count) in enumerate(zip(datum.values, datum.counts, strict=True), start=1):
+        pairs += [(f"Values.member.{i}", _number(number)), (f"Counts.member.{i}", _number(count))]
+    return sum(len(quote(prefix + k, safe="")) + len(quote(v, safe="")) + 2 for k, v in pairs)
+
+
+def check_datums(datums: Sequence[Datum], now: datetime | None) -> None:
+    """Raise LimitError for a datum CloudWatch would refuse; `now` None skips the timestamp-age check (jsonl)."""
+    for datum in datums:
+        where = f"{datum.metric} {dict(datum.dimensions)} at {datum.timestamp:%Y-%m-%dT%H:%MZ}"
+        if len(datum.dimensions) > MAX_DIMENSIONS_PER_DATUM:
+            raise LimitError(
+                f"{where}: {len(datum.dimensions)} dimensions; CloudWatch takes {MAX_DIMENSIONS_PER_DATUM}"
+            )
+        if len(datum.values) > MAX_VALUES_PER_DATUM or len(datum.values) != len(datum.counts):
+            raise LimitError(f"{where}: expected at most {MAX_VALUES_PER_DATUM} values with one count each")
+        if not all(math.isfinite(n) for n in datum.numbers()):
+            raise LimitError(f"{where}: values must be finite numbers")
+        if now is not None and not now - MAX_DATAPOINT_AGE <= datum.timestamp <= now + MAX_DATAPOINT_AHEAD:
+            raise LimitError(
+                f"{where}: CloudWatch takes timestamps from {now - MAX_DATAPOINT_AGE:%Y-%m-%dT%H:%MZ} "
+                f"(two weeks ago) to {now + MAX_DATAPOINT_AHEAD:%Y-%m-%dT%H:%MZ}; narrow --from/--to or export "
+                "older logs with --sink jsonl:PATH"
+            )
+
+
+def lower_bound(datums: Sequence[Datum]) -> int:
+    """No packing can use fewer requests than this."""
+    if not datums:
+        return 0
+    by_count = math.ceil(len(datums) / MAX_DATUMS_PER_REQUEST)
+    by_bytes = math.ceil(sum(map(datum_wire_bytes, datums)) / (MAX_REQUEST_BYTES - REQUEST_OVERHEAD_BYTES))
+    return max(by_count, by_bytes)
+
+
+def pack(datums: Sequence[Datum]) -> list[Request]:
+    """First-fit decreasing by wire size under both the datum-count and the byte limit; order within a request
+    follows the input."""
+    budget = MAX_REQUEST_BYTES - REQUEST_OVERHEAD_BYTES
+    sized = sorted(((datum_wire_bytes(d), i, d) for i, d in enumerate(datums)), key=lambda t: -t[0])
+    bins: list[list[tuple[int, Datum]]] = []
+    room: list[int] = []
+    for size, index, datum in sized:
+        if size > budget:
+            raise LimitError(f"{datum.metric} at {datum.timestamp:%Y-%m-%dT%H:%MZ}: {size} bytes exceed one request")
+        for b, free in enumerate(room):
+            if free >= size and len(bins[b]) < MAX_DATUMS_PER_REQUEST:
+                bins[b].append((index, datum))
+                room[b] -= size
+                break
+        else:
+            bins.append([(index, datum)])
+            room.append(budget - size)
+    return [tuple(d for _, d in sorted(b, key=lambda t: t[0])) for b in bins]

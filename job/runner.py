@@ -1,0 +1,208 @@
+"""One run of the job: list files, skip those the ledger has, query the rest, publish deltas, record them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from itertools import groupby
+
+from job.engine import Engine
+from job.errors import ConfigError
+from job.layout import LocalLogStore, LogFile
+from job.ledger import Batch, Ledger, PendingBatch, new_batch_id
+from job.limits import MAX_ATHENA_QUERY_BYTES, MAX_DATAPOINT_AGE
+from job.metrics import DOCUMENTED_RESULT_TYPES, datums_from_rows
+from job.packing import check_datums, pack
+from job.sinks import Sink
+from job.sql_files import SqlFile
+from job.sql_values import SqlValue, Varchar, VarcharList
+from job.window import HOUR, HourWindow, floor_hour, partition_key
+
+# A file's lines may carry times up to an hour past its partition hour; keep that far from CloudWatch's edge.
+AGE_MARGIN = timedelta(hours=2)
+DEFAULT_MAX_FILES_PER_QUERY = 1000
+# CloudFront launched in 2008: no log is older.
+EARLIEST_LOGS = datetime(2008, 1, 1, tzinfo=UTC)
+
+
+def effective_window(
+    start: datetime | None, end: datetime | None, now: datetime, checks_age: bool
+) -> HourWindow | None:
+    """The partition hours a run covers (None: all). A sink that checks timestamp age (CloudWatch) covers the
+    last two weeks by default and refuses an older --from up front."""
+    latest = floor_hour(now) + HOUR
+    if checks_age:
+        oldest = floor_hour(now - MAX_DATAPOINT_AGE + AGE_MARGIN)
+        if start is not None and floor_hour(start) < oldest:
+            raise ConfigError(
+                f"--from {start:%Y-%m-%dT%H}: CloudWatch refuses datapoints older than two weeks, so the oldest "
+                f"hour it can take now is {oldest:%Y-%m-%dT%H}; use a later --from, or export with --sink jsonl:PATH"
+            )
+        return HourWindow(floor_hour(start) if start else oldest, floor_hour(end) if end else latest)
+    if start is None and end is None:
+        return None
+    return HourWindow(floor_hour(start) if start else EARLIEST_LOGS, floor_hour(end) if end else latest)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    namespace: str
+    window: HourWindow | None
+    distributions: tuple[str, ...] = ()
+    result_types: frozenset[str] = DOCUMENTED_RESULT_TYPES
+    max_files_per_query: int = DEFAULT_MAX_FILES_PER_QUERY
+    dry_run: bool = False
+
+
+@dataclass
+class RunReport:
+    """What a run did; printed by the CLI, logged by the handler."""
+
+    target: str
+    files_listed: int = 0
+    files_already: int = 0
+    files_new: int = 0
+    bytes_new: int = 0
+    batches: int = 0
+    resumed_batches: int = 0
+    lines: int = 0
+    malformed_lines: int = 0
+    datums: int = 0
+    requests: int = 0
+    unrecognised_paths: tuple[str, ...] = ()
+    other_result_types: set[str] = field(default_factory=set)
+    possible_duplicates: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"{self.files_new} new file(s), {self.files_already} already published; {self.lines:,} lines "
+            f"({self.malformed_lines:,} malformed) -> {self.datums:,} datums in {self.requests:,} PutMetricData "
+            f"request(s)" + (f"; resumed {self.resumed_batches} interrupted batch(es)" if self.resumed_batches else "")
+        )
+
+
+def chunk_files(files: Sequence[LogFile], max_files: int, max_bytes: int) -> list[list[LogFile]]:
+    """Split one distribution's files so each query names at most max_files paths in at most max_bytes."""
+    chunks: list[list[LogFile]] = []
+    current: list[LogFile] = []
+    size = 0
+    for log_file in files:
+        cost = len(log_file.uri.encode()) + 4  # quotes, comma, space
+        if current and (len(current) >= max_files or size + cost > max_bytes):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(log_file)
+        size += cost
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+class Job:
+    """Wires a log store, an engine, a ledger and a sink; each is injected, so tests and the Lambda reuse it."""
+
+    def __init__(
+        self,
+        store: LocalLogStore,
+        engine: Engine,
+        ledger: Ledger,
+        sink: Sink,
+        query: SqlFile,
+        options: RunOptions,
+        log: Callable[[str], None] = lambda message: None,
+    ) -> None:
+        self.store, self.engine, self.ledger, self.sink, self.query = store, engine, ledger, sink, query
+        self.options = options
+        self.log = log
+        self.target = f"{query.name}|{sink.key}|{options.namespace}"
+
+    def run(self, now: datetime) -> RunReport:
+        report = RunReport(target=self.target)
+        if self.options.dry_run:
+            return self._run(now, report)
+        with self.ledger.lock():
+            for pending in self.ledger.pending(self.target):
+                self._resume(pending, now, report)
+            return self._run(now, report)
+
+    def _run(self, now: datetime, report: RunReport) -> RunReport:
+        listing = self.store.list(self.options.window, self.options.distributions)
+        report.unrecognised_paths = listing.unrecognised
+        for path in listing.unrecognised[:10]:
+            self.log(f"skipped {path}: fits neither <DistributionId>/yyyy/MM/dd/HH/ nor the Hive-style layout")
+        recorded = self.ledger.recorded(self.target)
+        report.files_listed = len(listing.files)
+        new = [f for f in listing.files if f.uri not in recorded]
+        report.files_already = report.files_listed - len(new)
+        report.files_new = len(new)
+        report.bytes_new = sum(f.size for f in new)
+        window = self.options.window or "all partitions"
+        self.log(f"{self.store} ({window}): {len(new)} new file(s), {report.files_already} already published")
+        budget = MAX_ATHENA_QUERY_BYTES - len(self.query.text.encode()) - 4096
+        for distribution_id, group in groupby(new, key=lambda f: f.distribution_id):
+            for chunk in chunk_files(list(group), self.options.max_files_per_query, budget):
+                self._process(distribution_id, chunk, now, report)
+        return report
+
+    def _process(self, distribution_id: str, files: list[LogFile], now: datetime, report: RunReport) -> None:
+        params: dict[str, SqlValue] = {
+            "distribution_id": Varchar(distribution_id),
+            "first_hour": Varchar(partition_key(min(f.hour for f in files))),
+            "last_hour": Varchar(partition_key(max(f.hour for f in files))),
+            "files": VarcharList(tuple(f.uri for f in files)),
+        }
+        rows = self.engine.query(self.query, params, files)
+        metrics = datums_from_rows(rows, distribution_id, self.options.result_types)
+        check_datums(metrics.datums, now if self.sink.checks_timestamp_age else None)
+        for raw in sorted(metrics.other_result_types - report.other_result_types):
+            self.log(f"{distribution_id}: unknown x-edge-result-type {raw!r} published as ResultType=Other")
+        report.other_result_types |= metrics.other_result_types
+        requests = pack(metrics.datums)
+        batch = Batch(
+            id=new_batch_id(files),
+            target=self.target,
+            namespace=self.options.namespace,
+            files=tuple(files),
+            requests=tuple(requests),
+            lines=metrics.requests + metrics.malformed_lines,
+            malformed_lines=metrics.malformed_lines,
+        )
+        self.log(
+            f"{distribution_id}: {len(files)} file(s), {batch.lines:,} lines ({batch.malformed_lines:,} malformed) "
+            f"-> {len(metrics.datums):,} datums in {len(requests)} request(s)"
+        )
+        report.batches += 1
+        report.lines += batch.lines
+        report.malformed_lines += batch.malformed_lines
+        report.datums += len(metrics.datums)
+        if self.options.dry_run:
+            for request in requests:
+                self.sink.put(batch.namespace, request)
+            report.requests += len(requests)
+            return
+        self.ledger.begin(batch)
+        self._publish(batch, start=0, now=now, report=report)
+
+    def _publish(self, batch: Batch, start: int, now: datetime, report: RunReport) -> None:
+        # The journal marks a request in flight before it is sent and sent once it is accepted, so a crash
+        # leaves at most one request whose fate is unknown.
+        for index in range(start, len(batch.requests)):
+            self.ledger.mark_in_flight(batch.id, index)
+            self.sink.put(batch.namespace, batch.requests[index])
+            self.ledger.mark_sent(batch.id, index)
+            report.requests += 1
+        self.ledger.commit(batch.id, now)
+
+    def _resume(self, pending: PendingBatch, now: datetime, report: RunReport) -> None:
+        batch = pending.batch
+        if pending.in_flight is not None:
+            message = (
+                f"batch {batch.id}: request {pending.in_flight + 1}/{len(batch.requests)} was in flight when a run "
+                "stopped; it is sent again, so CloudWatch may count its datums twice"
+            )
+            report.possible_duplicates.append(message)
+            self.log("WARNING " + message)
+        self.log(f"resuming batch {batch.id}: {len(batch.requests) - pending.sent} request(s) left")
+        report.resumed_batches += 1
+        self._publish(batch, start=pending.sent, now=now, report=report)

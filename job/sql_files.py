@@ -1,0 +1,107 @@
+"""Load the files in sql/ and render their `:name` parameters as literals or as `?` placeholders."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import sqlglot
+from sqlglot.errors import TokenError
+from sqlglot.tokenizer_core import TokenType
+
+from job.errors import SqlTemplateError
+from job.sql_values import SqlValue
+
+DEFAULT_SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+TABLE_DDL = "cloudfront_logs_table"
+MINUTE_METRICS = "minute_metrics"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """Query text with `?` placeholders and the execution parameters that fill them, in order."""
+
+    text: str
+    values: tuple[SqlValue, ...]
+
+    def literal_parameters(self) -> list[str]:
+        """Athena execution parameters: one typed literal per `?`."""
+        return [lit for v in self.values for lit in v.literals()]
+
+    def bind_values(self) -> list[object]:
+        """DuckDB bind values: one per `?`."""
+        return [b for v in self.values for b in v.bind_values()]
+
+
+@dataclass(frozen=True)
+class SqlFile:
+    """One file of sql/: Athena (Trino) SQL with `:name` parameters outside strings and comments."""
+
+    name: str
+    path: Path
+    text: str
+
+    @classmethod
+    def load(cls, name: str, sql_dir: Path = DEFAULT_SQL_DIR) -> SqlFile:
+        path = sql_dir / f"{name}.sql"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SqlTemplateError(f"{path}: cannot read the SQL file ({exc.strerror})") from exc
+        return cls(name=name, path=path, text=text)
+
+    @cached_property
+    def _placeholders(self) -> tuple[tuple[int, int, str], ...]:
+        """(start, end, name) of each `:name`, found by sqlglot's tokenizer so strings and comments are skipped."""
+        try:
+            tokens = sqlglot.Dialect.get_or_raise("athena").tokenize(self.text)
+        except TokenError as exc:
+            raise SqlTemplateError(f"{self.path}: cannot tokenize ({exc})") from exc
+        found = []
+        for colon, name in itertools.pairwise(tokens):
+            if colon.token_type is TokenType.COLON and name.start == colon.end + 1 and name.text.isidentifier():
+                found.append((colon.start, name.end + 1, name.text))
+        return tuple(found)
+
+    @property
+    def parameters(self) -> frozenset[str]:
+        return frozenset(name for _, _, name in self._placeholders)
+
+    def _check(self, params: Mapping[str, SqlValue]) -> None:
+        unknown = sorted(set(params) - self.parameters)
+        if unknown:
+            raise SqlTemplateError(f"{self.path}: unknown parameter ':{unknown[0]}' (the file has {self._names()})")
+        missing = sorted(self.parameters - set(params))
+        if missing:
+            raise SqlTemplateError(f"{self.path}: no value for parameter ':{missing[0]}'")
+
+    def _names(self) -> str:
+        return ", ".join(f":{n}" for n in sorted(self.parameters)) or "no parameters"
+
+    def _substitute(self, params: Mapping[str, SqlValue], placeholder: bool) -> Rendered:
+        self._check(params)
+        pieces: list[str] = []
+        values: list[SqlValue] = []
+        last = 0
+        for start, end, name in self._placeholders:
+            value = params[name]
+            pieces.append(self.text[last:start])
+            if placeholder:
+                pieces.append(", ".join("?" for _ in value.literals()))
+                values.append(value)
+            else:
+                pieces.append(", ".join(value.literals()))
+            last = end
+        pieces.append(self.text[last:])
+        return Rendered(text="".join(pieces), values=tuple(values))
+
+    def render_literal(self, params: Mapping[str, SqlValue]) -> str:
+        """The text with every parameter as a typed literal: ready to paste into the Athena console."""
+        return self._substitute(params, placeholder=False).text
+
+    def render_placeholders(self, params: Mapping[str, SqlValue]) -> Rendered:
+        """The text with `?` placeholders and the values to bind, for server-side execution parameters."""
+        return self._substitute(params, placeholder=True)

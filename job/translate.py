@@ -1,0 +1,70 @@
+"""Athena (Trino) SQL to DuckDB through sqlglot, limited to functions whose translation a test proves."""
+
+from __future__ import annotations
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError
+
+from job.errors import SqlTemplateError, UntranslatableSqlError
+
+# Every sqlglot function node that sql/ may use. Each has a test in tests/test_translate.py that runs the
+# translation on DuckDB and checks the result Trino's documentation gives; add a function here only with its test.
+PROVEN_FUNCTIONS: frozenset[str] = frozenset(
+    {
+        "And",
+        "ApproxQuantile",  # approx_percentile(x, ARRAY[...]): rewritten to exact quantile_disc, see below
+        "Array",
+        "Case",
+        "Cast",
+        "Concat",
+        "Count",
+        "Grouping",
+        "If",  # sqlglot's node for a CASE branch (WHEN ... THEN ...)
+        "Ln",
+        "Pow",
+        "Round",
+        "StrToTime",  # date_parse
+        "TimestampTrunc",  # date_trunc('minute', ts)
+        "Try",
+        "TryCast",
+    }
+)
+
+
+def functions_used(sql: str) -> set[str]:
+    """The sqlglot function node names in an Athena statement; unknown functions appear as 'Anonymous:name'."""
+    try:
+        tree = sqlglot.parse_one(sql, read="athena")
+    except ParseError as exc:
+        raise SqlTemplateError(f"cannot parse as Athena SQL: {exc}") from exc
+    names = set()
+    for node in tree.find_all(exp.Func):
+        names.add(f"Anonymous:{node.name}" if isinstance(node, exp.Anonymous) else type(node).__name__)
+    return names
+
+
+def check_translatable(sql: str, where: str) -> None:
+    """Raise UntranslatableSqlError if the statement uses a function no test proves."""
+    unproven = sorted(functions_used(sql) - PROVEN_FUNCTIONS)
+    if unproven:
+        raise UntranslatableSqlError(
+            f"{where}: uses {', '.join(unproven)}, whose Athena-to-DuckDB translation no test proves; "
+            "rewrite it with proven functions or add the function and its test to job/translate.py"
+        )
+
+
+def _exact_quantiles(node: exp.Expression) -> exp.Expression:
+    # DuckDB's approx_quantile is a t-digest whose result changes with thread scheduling; Athena's
+    # approx_percentile returns a value of the data. quantile_disc also returns a value of the data, exactly and
+    # deterministically, so local runs are reproducible and tests compare against exact figures.
+    if isinstance(node, exp.ApproxQuantile):
+        return exp.Anonymous(this="quantile_disc", expressions=[node.this, node.args["quantile"]])
+    return node
+
+
+def to_duckdb(sql: str, where: str) -> str:
+    """Translate one Athena statement to DuckDB's dialect."""
+    check_translatable(sql, where)
+    tree = sqlglot.parse_one(sql, read="athena").transform(_exact_quantiles)
+    return tree.sql(dialect="duckdb")

@@ -1,0 +1,70 @@
+-- Per-minute request counts by x-edge-result-type and the time-taken distribution of one distribution's log files.
+--
+-- One scan, one result in long form; GROUPING SETS gives three kinds of row, told apart by grouping_id:
+--   3  (minute)                 requests in the minute, and approx_percentile p50/p90/p99 of time-taken (ms)
+--   1  (minute, result_type)    requests with that x-edge-result-type
+--   2  (minute, time_taken_ms)  requests per time-taken histogram bucket (ms; exact below 100 ms, then buckets
+--                               2 % wide whose value is within 1.5 % of every time-taken in them)
+-- A line with no parseable date/time or no result type is malformed: it lands in the rows whose minute is NULL.
+-- A line without a usable time-taken (older formats, '-') counts as a request but not in the distribution.
+--
+-- Parameters:
+--   :distribution_id  the CloudFront distribution (the injected partition column needs an equality)
+--   :first_hour       first partition hour, 'YYYYMMDDHH' (partitions outside the range are pruned)
+--   :last_hour        last partition hour, 'YYYYMMDDHH', inclusive
+--   :files            the log files to read ("$path" values): each run reads only files it has not processed
+WITH lines AS (
+  SELECT
+    try(date_parse(concat("date", ' ', "time"), '%Y-%m-%d %H:%i:%s')) AS requested_at,
+    x_edge_result_type AS result_type,
+    try_cast(time_taken AS double) AS time_taken_s
+  FROM cloudfront_logs
+  WHERE distributionid = :distribution_id
+    AND concat(year, month, day, hour) BETWEEN :first_hour AND :last_hour
+    AND "$path" IN (:files)
+),
+classified AS (
+  SELECT
+    CASE
+      WHEN requested_at IS NOT NULL AND result_type IS NOT NULL AND result_type NOT IN ('', '-')
+        THEN date_trunc('minute', requested_at)
+    END AS minute,
+    result_type,
+    CASE
+      WHEN time_taken_s >= 0 AND time_taken_s < 86400 THEN CAST(round(time_taken_s * 1000) AS bigint)
+    END AS time_taken_ms
+  FROM lines
+),
+bucketed AS (
+  SELECT
+    minute,
+    result_type,
+    time_taken_ms,
+    CASE
+      WHEN time_taken_ms < 100 THEN time_taken_ms
+      ELSE CAST(round(power(1.02, round(ln(time_taken_ms) / ln(1.02)))) AS bigint)
+    END AS time_taken_bucket_ms
+  FROM classified
+),
+grouped AS (
+  SELECT
+    minute,
+    grouping(result_type, time_taken_bucket_ms) AS grouping_id,
+    result_type,
+    time_taken_bucket_ms,
+    count(*) AS requests,
+    approx_percentile(time_taken_ms, ARRAY[0.5, 0.9, 0.99]) AS percentiles
+  FROM bucketed
+  GROUP BY GROUPING SETS ((minute), (minute, result_type), (minute, time_taken_bucket_ms))
+)
+SELECT
+  minute,
+  grouping_id,
+  result_type,
+  time_taken_bucket_ms,
+  requests,
+  element_at(percentiles, 1) AS time_taken_p50_ms,
+  element_at(percentiles, 2) AS time_taken_p90_ms,
+  element_at(percentiles, 3) AS time_taken_p99_ms
+FROM grouped
+ORDER BY minute, grouping_id, result_type, time_taken_bucket_ms
