@@ -14,6 +14,9 @@ from job.sql_values import SqlValue
 from job.table_spec import TableSpec, table_spec
 from job.translate import to_duckdb
 
+# The values _load_partitions fills in, in this order.
+PARTITION_COLUMNS = ("distributionid", "year", "month", "day", "hour")
+
 
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
@@ -30,6 +33,10 @@ class DuckDBEngine:
 
     def __init__(self, ddl: SqlFile | None = None, threads: int | None = None) -> None:
         self.spec: TableSpec = table_spec(ddl or SqlFile.load(TABLE_DDL))
+        if self.spec.partition_columns != PARTITION_COLUMNS:
+            raise EngineError(
+                f"table DDL: expected partition columns {PARTITION_COLUMNS}, found {self.spec.partition_columns}"
+            )
         self.connection = duckdb.connect(":memory:")
         self.connection.execute("SET TimeZone = 'UTC'")
         self.connection.execute("SET enable_progress_bar = false")
@@ -39,7 +46,7 @@ class DuckDBEngine:
     def _view_sql(self, files: Sequence[LogFile]) -> str:
         spec = self.spec
         columns = ", ".join(f"{_quote(c)}: 'VARCHAR'" for c in spec.columns)
-        paths = ", ".join(_quote(f.uri) for f in files)
+        paths = ", ".join(_quote(f.readable_path) for f in files)
         # auto_detect off and every column VARCHAR: CloudFront writes '-' in numeric fields. quote/escape off:
         # fields hold raw quotes. No comment character: '#' appears inside real fields. null_padding fills the
         # fields older layouts lack; strict_mode off ignores extra trailing fields (a trailing TAB, newer layouts).
@@ -52,14 +59,15 @@ class DuckDBEngine:
         partitions = ", ".join(f"p.{_ident(c)}" for c in spec.partition_columns)
         return (
             f"CREATE OR REPLACE TEMP VIEW {_ident(spec.name)} AS SELECT {selected}, {partitions}, "
-            f'l.filename AS "$path" FROM {scan} AS l JOIN _partitions AS p ON l.filename = p."$path"'
+            f'p."$path" AS "$path" FROM {scan} AS l JOIN _partitions AS p ON l.filename = p._read_from'
         )
 
     def _load_partitions(self, files: Sequence[LogFile]) -> None:
-        names = ", ".join(f"{_ident(c)} VARCHAR" for c in (*self.spec.partition_columns, "$path"))
+        names = ", ".join(f"{_ident(c)} VARCHAR" for c in (*self.spec.partition_columns, "$path", "_read_from"))
         self.connection.execute(f"CREATE OR REPLACE TEMP TABLE _partitions ({names})")
         rows = [
-            (f.distribution_id, f"{f.hour:%Y}", f"{f.hour:%m}", f"{f.hour:%d}", f"{f.hour:%H}", f.uri) for f in files
+            (f.distribution_id, f"{f.hour:%Y}", f"{f.hour:%m}", f"{f.hour:%d}", f"{f.hour:%H}", f.uri, f.readable_path)
+            for f in files
         ]
         placeholders = ", ".join("?" for _ in rows[0])
         self.connection.executemany(f"INSERT INTO _partitions VALUES ({placeholders})", rows)

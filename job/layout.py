@@ -60,6 +60,12 @@ class LogFile:
     uri: str
     size: int = field(compare=False)
     layout: Layout = field(compare=False)
+    # Where the engine reads the bytes when that is not `uri` (an S3 file downloaded for DuckDB).
+    local_path: str | None = field(default=None, compare=False)
+
+    @property
+    def readable_path(self) -> str:
+        return self.local_path or self.uri
 
 
 @dataclass(frozen=True)

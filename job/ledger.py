@@ -84,7 +84,9 @@ class Ledger(Protocol):
 
     def lock(self) -> AbstractContextManager[None]: ...
 
-    def recorded(self, target: str) -> set[str]: ...
+    def recorded(self, target: str, files: Sequence[LogFile] | None = None) -> set[str]:
+        """The uris the target has published: all of them, or those among `files`."""
+        ...
 
     def pending(self, target: str) -> list[PendingBatch]: ...
 
@@ -146,8 +148,9 @@ class LocalLedger:
             self.db.execute("ROLLBACK") if self.db.in_transaction else None
             raise LedgerError(f"{self.folder}: ledger write failed ({exc})") from exc
 
-    def recorded(self, target: str) -> set[str]:
-        return {uri for (uri,) in self.db.execute("SELECT uri FROM files WHERE target = ?", (target,))}
+    def recorded(self, target: str, files: Sequence[LogFile] | None = None) -> set[str]:
+        found = {uri for (uri,) in self.db.execute("SELECT uri FROM files WHERE target = ?", (target,))}
+        return found if files is None else found & {f.uri for f in files}
 
     def pending(self, target: str) -> list[PendingBatch]:
         rows = self.db.execute(

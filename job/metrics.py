@@ -24,6 +24,8 @@ OTHER_RESULT_TYPE = "Other"
 class Unit(Enum):
     COUNT = "Count"
     MILLISECONDS = "Milliseconds"
+    BYTES = "Bytes"
+    SECONDS = "Seconds"
 
 
 class Grouping(Enum):

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
+from typing import Protocol
 
 from job.engine import Engine
 from job.errors import ConfigError
-from job.layout import LocalLogStore, LogFile
+from job.layout import Listing, LogFile
 from job.ledger import Batch, Ledger, PendingBatch, new_batch_id
 from job.limits import MAX_ATHENA_QUERY_BYTES, MAX_DATAPOINT_AGE
 from job.metrics import DOCUMENTED_RESULT_TYPES, datums_from_rows
@@ -73,6 +74,9 @@ class RunReport:
     unrecognised_paths: tuple[str, ...] = ()
     other_result_types: set[str] = field(default_factory=set)
     possible_duplicates: list[str] = field(default_factory=list)
+    files_done: list[LogFile] = field(default_factory=list)
+    files_left: list[LogFile] = field(default_factory=list)
+    stopped_early: bool = False
 
     def summary(self) -> str:
         return (
@@ -99,22 +103,30 @@ def chunk_files(files: Sequence[LogFile], max_files: int, max_bytes: int) -> lis
     return chunks
 
 
+class LogStore(Protocol):
+    """Lists the log files of a root (a local folder, an S3 prefix) in a window of partition hours."""
+
+    def list(self, window: HourWindow | None, distributions: Iterable[str] = ()) -> Listing: ...
+
+
 class Job:
     """Wires a log store, an engine, a ledger and a sink; each is injected, so tests and the Lambda reuse it."""
 
     def __init__(
         self,
-        store: LocalLogStore,
+        store: LogStore,
         engine: Engine,
         ledger: Ledger,
         sink: Sink,
         query: SqlFile,
         options: RunOptions,
         log: Callable[[str], None] = lambda message: None,
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store, self.engine, self.ledger, self.sink, self.query = store, engine, ledger, sink, query
         self.options = options
         self.log = log
+        self.should_stop = should_stop
         self.target = f"{query.name}|{sink.key}|{options.namespace}"
 
     def run(self, now: datetime) -> RunReport:
@@ -131,7 +143,7 @@ class Job:
         report.unrecognised_paths = listing.unrecognised
         for path in listing.unrecognised[:10]:
             self.log(f"skipped {path}: fits neither <DistributionId>/yyyy/MM/dd/HH/ nor the Hive-style layout")
-        recorded = self.ledger.recorded(self.target)
+        recorded = self.ledger.recorded(self.target, listing.files)
         report.files_listed = len(listing.files)
         new = [f for f in listing.files if f.uri not in recorded]
         report.files_already = report.files_listed - len(new)
@@ -142,7 +154,13 @@ class Job:
         budget = MAX_ATHENA_QUERY_BYTES - len(self.query.text.encode()) - 4096
         for distribution_id, group in groupby(new, key=lambda f: f.distribution_id):
             for chunk in chunk_files(list(group), self.options.max_files_per_query, budget):
+                if self.should_stop():
+                    report.stopped_early = True
+                    self.log("stopping before the time limit; the next run continues with the files left")
+                    break
                 self._process(distribution_id, chunk, now, report)
+                report.files_done.extend(chunk)
+        report.files_left = [f for f in new if f not in set(report.files_done)]
         return report
 
     def _process(self, distribution_id: str, files: list[LogFile], now: datetime, report: RunReport) -> None:
@@ -196,6 +214,10 @@ class Job:
 
     def _resume(self, pending: PendingBatch, now: datetime, report: RunReport) -> None:
         batch = pending.batch
+        if self.ledger.recorded(self.target, batch.files) == {f.uri for f in batch.files}:
+            # The files were recorded and only the journal's cleanup was lost: nothing to send.
+            self.ledger.commit(batch.id, now)
+            return
         if pending.in_flight is not None:
             message = (
                 f"batch {batch.id}: request {pending.in_flight + 1}/{len(batch.requests)} was in flight when a run "

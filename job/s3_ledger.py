@@ -1,0 +1,173 @@
+"""The ledger in S3: one object per partition hour of recorded files, a journal per batch, and a lease, all
+written with S3 conditional writes (If-None-Match / If-Match) so overlapping runs cannot both publish a file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from job.errors import LedgerError
+from job.layout import LogFile
+from job.ledger import Batch, PendingBatch
+
+# Longer than Lambda's 15-minute maximum timeout, so a live run never loses its lease to the next one.
+LEASE_DURATION = timedelta(minutes=20)
+MAX_CONDITIONAL_RETRIES = 5
+
+
+class LedgerBusy(LedgerError):
+    """Another run holds the ledger's lease."""
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class S3Ledger:
+    """Same interface as LocalLedger; every write is conditional, every step survives a crash between steps."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str, owner: str, clock: Callable[[], datetime] = _now) -> None:
+        self.client, self.bucket, self.prefix, self.owner, self.clock = client, bucket, prefix, owner, clock
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    # -- objects --------------------------------------------------------------------------------------------
+    def _get(self, key: str) -> tuple[Any, str] | None:
+        try:
+            answer = self.client.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404"):
+                return None
+            raise LedgerError(f"s3://{self.bucket}/{key}: cannot read the ledger ({exc})") from exc
+        return json.loads(answer["Body"].read()), str(answer["ETag"])
+
+    def _put(self, key: str, body: Any, if_match: str | None = None, create_only: bool = False) -> bool:
+        """Write `body`; False when the condition failed (someone else wrote first)."""
+        extra: dict[str, str] = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"} if create_only else {}
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=json.dumps(body).encode(), ContentType="application/json", **extra
+            )
+        except ClientError as exc:
+            if _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+                return False
+            raise LedgerError(f"s3://{self.bucket}/{key}: cannot write the ledger ({exc})") from exc
+        return True
+
+    def _delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            raise LedgerError(f"s3://{self.bucket}/{key}: cannot delete ({exc})") from exc
+
+    def _keys(self, prefix: str) -> Iterator[str]:
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", ()):
+                yield str(item["Key"])
+
+    def _root(self, target: str) -> str:
+        digest = hashlib.sha256(target.encode()).hexdigest()[:16]
+        return f"{self.prefix}{target.split('|')[0]}-{digest}/"
+
+    def _partition_key(self, target: str, distribution_id: str, hour: datetime) -> str:
+        return f"{self._root(target)}files/{distribution_id}/{hour:%Y%m%d%H}.json"
+
+    # -- the Ledger interface -------------------------------------------------------------------------------
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """A lease object created with If-None-Match; an expired lease is taken over with If-Match."""
+        key = f"{self.prefix}lease.json"
+        now = self.clock()
+        lease = {"owner": self.owner, "expires": (now + LEASE_DURATION).isoformat()}
+        if not self._put(key, lease, create_only=True):
+            current = self._get(key)
+            if current is not None:
+                body, etag = current
+                if datetime.fromisoformat(body["expires"]) > now:
+                    raise LedgerBusy(f"{self}: another run ({body['owner']}) holds the lease until {body['expires']}")
+                if not self._put(key, lease, if_match=etag):
+                    raise LedgerBusy(f"{self}: another run took the expired lease first")
+            elif not self._put(key, lease, create_only=True):
+                raise LedgerBusy(f"{self}: another run took the lease first")
+        try:
+            yield
+        finally:
+            self._delete(key)
+
+    def recorded(self, target: str, files: Sequence[LogFile] | None = None) -> set[str]:
+        if files is None:
+            keys = [k for k in self._keys(f"{self._root(target)}files/") if k.endswith(".json")]
+        else:
+            keys = sorted({self._partition_key(target, f.distribution_id, f.hour) for f in files})
+        found: set[str] = set()
+        for key in keys:
+            current = self._get(key)
+            if current is not None:
+                found |= set(current[0]["files"])
+        return found if files is None else found & {f.uri for f in files}
+
+    def pending(self, target: str) -> list[PendingBatch]:
+        batches = []
+        for key in sorted(self._keys(f"{self.prefix}batches/")):
+            if not key.endswith(".batch.json"):
+                continue
+            payload = self._get(key)
+            if payload is None or payload[0]["target"] != target:
+                continue
+            progress = self._get(key.replace(".batch.json", ".progress.json"))
+            state: dict[str, Any] = progress[0] if progress else {"sent": 0, "in_flight": None}
+            batch = Batch.from_json(json.dumps(payload[0]))
+            batches.append(PendingBatch(batch, int(state["sent"]), state["in_flight"]))
+        return batches
+
+    def _batch_key(self, batch_id: str, kind: str) -> str:
+        # Batch ids are unique across targets, so the journal needs no target in its key.
+        return f"{self.prefix}batches/{batch_id}.{kind}.json"
+
+    def begin(self, batch: Batch) -> None:
+        if not self._put(self._batch_key(batch.id, "batch"), json.loads(batch.to_json()), create_only=True):
+            raise LedgerError(f"{self}: batch {batch.id} already exists")
+        self._put(self._batch_key(batch.id, "progress"), {"sent": 0, "in_flight": None})
+
+    def mark_in_flight(self, batch_id: str, index: int) -> None:
+        self._put(self._batch_key(batch_id, "progress"), {"sent": index, "in_flight": index})
+
+    def mark_sent(self, batch_id: str, index: int) -> None:
+        self._put(self._batch_key(batch_id, "progress"), {"sent": index + 1, "in_flight": None})
+
+    def commit(self, batch_id: str, at: datetime) -> None:
+        """Add the batch's files to their partition objects (read-modify-write with If-Match), then drop the
+        journal; a crash in between leaves a journal whose files are all recorded, which the next run closes."""
+        stored = self._get(self._batch_key(batch_id, "batch"))
+        if stored is None:
+            raise LedgerError(f"{self}: no journal for batch {batch_id}")
+        batch = Batch.from_json(json.dumps(stored[0]))
+        groups: dict[str, list[LogFile]] = defaultdict(list)
+        for log_file in batch.files:
+            groups[self._partition_key(batch.target, log_file.distribution_id, log_file.hour)].append(log_file)
+        for key, files in sorted(groups.items()):
+            self._add_files(key, files, batch_id, at)
+        self._delete(self._batch_key(batch_id, "progress"))
+        self._delete(self._batch_key(batch_id, "batch"))
+
+    def _add_files(self, key: str, files: Sequence[LogFile], batch_id: str, at: datetime) -> None:
+        for _ in range(MAX_CONDITIONAL_RETRIES):
+            current = self._get(key)
+            body, etag = current if current else ({"files": {}}, None)
+            for log_file in files:
+                body["files"].setdefault(log_file.uri, {"size": log_file.size, "batch": batch_id, "at": at.isoformat()})
+            if self._put(key, body, if_match=etag, create_only=etag is None):
+                return
+        raise LedgerError(f"s3://{self.bucket}/{key}: kept changing under {MAX_CONDITIONAL_RETRIES} attempts")

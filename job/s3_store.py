@@ -1,0 +1,80 @@
+"""Log files under an S3 prefix, listed with boto3 paginators one partition prefix at a time."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from job.errors import ConfigError, LayoutError
+from job.layout import DISTRIBUTION_ID, Layout, Listing, LogFile, parse_relative_path
+from job.window import HourWindow
+
+# Any valid hour: only the distribution part of a partition prefix is used with it.
+_ANY_HOUR = datetime(2020, 1, 1, tzinfo=UTC)
+_S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """('bucket', 'prefix/') of s3://bucket/prefix; the prefix is '' or ends with '/'."""
+    match = _S3_URI.match(uri)
+    if not match:
+        raise ConfigError(f"{uri!r} is not an S3 location; expected s3://bucket/prefix/")
+    prefix = match["prefix"] or ""
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return match["bucket"], prefix
+
+
+class S3LogStore:
+    """Lists `s3://bucket/prefix/` in the given layout; only the partition prefixes of the window are listed."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str, layout: Layout) -> None:
+        self.client, self.bucket, self.prefix, self.layout = client, bucket, prefix, layout
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def _pages(self, **kwargs: Any) -> Iterable[dict[str, Any]]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            yield from paginator.paginate(Bucket=self.bucket, **kwargs)
+        except Exception as exc:  # botocore raises ClientError, EndpointConnectionError, ...
+            raise LayoutError(f"{self}: cannot list ({exc})") from exc
+
+    def distributions(self) -> list[str]:
+        """The distribution ids that have a folder under the prefix."""
+        found = []
+        for page in self._pages(Prefix=self.prefix, Delimiter="/"):
+            for common in page.get("CommonPrefixes", ()):
+                name = common["Prefix"][len(self.prefix) :].rstrip("/")
+                name = name.removeprefix("DistributionId=") if self.layout is Layout.HIVE else name
+                if DISTRIBUTION_ID.match(name):
+                    found.append(name)
+        return sorted(found)
+
+    def list(self, window: HourWindow | None, distributions: Iterable[str] = ()) -> Listing:
+        wanted = list(distributions) or self.distributions()
+        prefixes: list[str] = []
+        for distribution_id in wanted:
+            if window is None:
+                first = self.layout.partition_prefix(distribution_id, _ANY_HOUR).split("/")[0] + "/"
+                prefixes.append(self.prefix + first)
+            else:
+                prefixes += [self.prefix + self.layout.partition_prefix(distribution_id, h) for h in window.hours()]
+        files: list[LogFile] = []
+        unrecognised: list[str] = []
+        for prefix in prefixes:
+            for page in self._pages(Prefix=prefix):
+                for item in page.get("Contents", ()):
+                    relative = item["Key"][len(self.prefix) :]
+                    parsed = parse_relative_path(relative)
+                    if parsed is None or parsed.layout is not self.layout:
+                        unrecognised.append(relative)
+                        continue
+                    if window is not None and not window.contains(parsed.hour):
+                        continue
+                    uri = f"s3://{self.bucket}/{item['Key']}"
+                    files.append(LogFile(parsed.distribution_id, parsed.hour, uri, int(item["Size"]), parsed.layout))
+        return Listing(tuple(sorted(files)), tuple(sorted(unrecognised)))

@@ -1,0 +1,258 @@
+"""The Lambda handler end to end against a moto server over HTTP: S3 logs, Athena via awswrangler, CloudWatch.
+
+moto runs no SQL, so a botocore hook on StartQueryExecution checks that the handler sent exactly the query and
+execution parameters expected from sql/ and the files in S3, runs that very query on DuckDB over the same files
+and injects the result into moto before the query starts."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from job.duckdb_engine import DuckDBEngine
+from job.handler import lambda_handler
+from job.layout import Layout, LogFile, parse_relative_path
+from job.moto_server import moto_server
+from job.sample_logs import generate, write_log_file
+from job.sql_files import MINUTE_METRICS, SqlFile
+from job.sql_values import Varchar, VarcharList
+from job.window import partition_key
+
+LOG_BUCKET, RESULTS_BUCKET, PREFIX, WORKGROUP, NAMESPACE = "cf-logs", "cf-results", "cloudfront/", "cfm", "Test/Handler"
+COLUMN_TYPES = {
+    "minute": "timestamp",
+    "grouping_id": "integer",
+    "result_type": "varchar",
+    "time_taken_bucket_ms": "bigint",
+    "requests": "bigint",
+    "time_taken_p50_ms": "bigint",
+    "time_taken_p90_ms": "bigint",
+    "time_taken_p99_ms": "bigint",
+}
+
+
+class FakeContext:
+    aws_request_id = "test-request"
+
+    def __init__(self, remaining_ms: int = 600_000) -> None:
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def reference_requests(paths: list[Path]) -> Counter[datetime]:
+    """Plain Python: valid requests per minute (the job's malformed rule: date/time parse and a result type)."""
+    counts: Counter[datetime] = Counter()
+    for path in paths:
+        with gzip.open(path, "rt", encoding="utf-8") as lines:
+            for number, line in enumerate(lines):
+                fields = line.rstrip("\n").split("\t")
+                if number < 2 or len(fields) < 14 or fields[13] in ("", "-"):
+                    continue
+                try:
+                    when = datetime.strptime(f"{fields[0]} {fields[1]}", "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+                except ValueError:
+                    continue
+                counts[when.replace(second=0)] += 1
+    return counts
+
+
+class AthenaTwin:
+    """Answers the handler's Athena queries with DuckDB, after checking the query and its parameters."""
+
+    def __init__(self, endpoint: str, s3: Any, download_dir: Path) -> None:
+        self.endpoint, self.s3, self.download_dir = endpoint, s3, download_dir
+        self.query = SqlFile.load(MINUTE_METRICS)
+        self.engine = DuckDBEngine()
+        self.answered: set[str] = set()
+        self.queries = 0
+
+    def files_in_s3(self, distribution_id: str) -> list[LogFile]:
+        found = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=LOG_BUCKET, Prefix=PREFIX):
+            for item in page.get("Contents", ()):
+                parsed = parse_relative_path(item["Key"][len(PREFIX) :])
+                if parsed and parsed.distribution_id == distribution_id:
+                    local = self.download_dir / item["Key"].replace("/", "_")
+                    self.s3.download_file(LOG_BUCKET, item["Key"], str(local))
+                    uri = f"s3://{LOG_BUCKET}/{item['Key']}"
+                    found.append(LogFile(distribution_id, parsed.hour, uri, item["Size"], Layout.PLAIN, str(local)))
+        return sorted(found)
+
+    def __call__(self, params: dict[str, Any], **_: Any) -> None:
+        literals: list[str] = params.get("ExecutionParameters", [])
+        distribution_id = literals[0].strip("'")
+        new = [f for f in self.files_in_s3(distribution_id) if f.uri not in self.answered]
+        expected = {
+            "distribution_id": Varchar(distribution_id),
+            "first_hour": Varchar(partition_key(min(f.hour for f in new))),
+            "last_hour": Varchar(partition_key(max(f.hour for f in new))),
+            "files": VarcharList(tuple(f.uri for f in new)),
+        }
+        rendered = self.query.render_placeholders(expected)
+        assert params["QueryString"] == rendered.text, "the handler's SQL differs from sql/minute_metrics.sql"
+        assert literals == rendered.literal_parameters(), "the handler's execution parameters differ"
+        rows = self.engine.query(self.query, expected, new)
+        self.answered |= {f.uri for f in new}
+        self.queries += 1
+        self.inject(rows)
+
+    def inject(self, rows: list[dict[str, Any]]) -> None:
+        def cell(value: Any) -> dict[str, str]:
+            if value is None:
+                return {}
+            if isinstance(value, datetime):
+                return {"VarCharValue": value.strftime("%Y-%m-%d %H:%M:%S.000")}
+            return {"VarCharValue": str(value)}
+
+        header = {"Data": [{"VarCharValue": name} for name in COLUMN_TYPES]}
+        data = [{"Data": [cell(row[name]) for name in COLUMN_TYPES]} for row in rows]
+        columns = [{"Name": n, "Label": n, "Type": t, "Nullable": "NULLABLE"} for n, t in COLUMN_TYPES.items()]
+        body = json.dumps({"results": [{"rows": [header, *data], "column_info": columns}]}).encode()
+        request = urllib.request.Request(
+            f"{self.endpoint}/moto-api/static/athena/query-results", data=body, method="POST"
+        )
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request) as answer:
+            assert answer.status == 201
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def aws(endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[AthenaTwin, Any]]:
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "LOG_BUCKET": LOG_BUCKET,
+        "LOG_PREFIX": PREFIX,
+        "LOG_LAYOUT": "plain",
+        "NAMESPACE": NAMESPACE,
+        "ATHENA_WORKGROUP": WORKGROUP,
+        "ATHENA_DATABASE": "cloudfront",
+        "RESULTS_BUCKET": RESULTS_BUCKET,
+        "LOOKBACK_HOURS": "26",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    s3 = boto3.client("s3")
+    for bucket in (LOG_BUCKET, RESULTS_BUCKET):
+        s3.create_bucket(Bucket=bucket)
+    athena = boto3.client("athena")
+    if WORKGROUP not in [w["Name"] for w in athena.list_work_groups()["WorkGroups"]]:
+        output = {"ResultConfiguration": {"OutputLocation": f"s3://{RESULTS_BUCKET}/athena-results/"}}
+        athena.create_work_group(Name=WORKGROUP, Configuration=output)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    twin = AthenaTwin(endpoint, s3, downloads)
+    real_session = boto3.Session
+
+    def session_with_twin(*args: Any, **kwargs: Any) -> boto3.Session:
+        session = real_session(*args, **kwargs)
+        session.events.register("before-parameter-build.athena.StartQueryExecution", twin)
+        return session
+
+    monkeypatch.setattr(boto3, "Session", session_with_twin)
+    yield twin, s3
+    for bucket in (LOG_BUCKET, RESULTS_BUCKET):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for item in page.get("Contents", ()):
+                s3.delete_object(Bucket=bucket, Key=item["Key"])
+
+
+def upload(s3: Any, root: Path) -> list[Path]:
+    paths = sorted(p for p in root.rglob("*.gz"))
+    for path in paths:
+        s3.upload_file(str(path), LOG_BUCKET, PREFIX + path.relative_to(root).as_posix())
+    return paths
+
+
+def cloudwatch_sums(distribution_id: str, start: datetime, end: datetime) -> Counter[datetime]:
+    client = boto3.client("cloudwatch")
+    query = {
+        "Id": "r",
+        "MetricStat": {
+            "Metric": {
+                "Namespace": NAMESPACE,
+                "MetricName": "Requests",
+                "Dimensions": [{"Name": "DistributionId", "Value": distribution_id}],
+            },
+            "Period": 60,
+            "Stat": "Sum",
+        },
+    }
+    sums: Counter[datetime] = Counter()
+    for page in client.get_paginator("get_metric_data").paginate(
+        MetricDataQueries=[query], StartTime=start, EndTime=end
+    ):
+        for result in page["MetricDataResults"]:
+            for stamp, value in zip(result["Timestamps"], result["Values"], strict=True):
+                sums[stamp.astimezone(UTC)] += int(value)
+    return sums
+
+
+def test_handler_publishes_each_file_once(aws: tuple[AthenaTwin, Any], tmp_path: Path) -> None:
+    twin, s3 = aws
+    now = datetime.now(UTC).replace(minute=5, second=0, microsecond=0)
+    first = now.replace(minute=0) - timedelta(hours=3)
+    root = tmp_path / "logs"
+    generate(root, ["E1HANDLER", "E2HANDLER"], first, hours=2, lines_per_hour=600, files_per_hour=2)
+    paths = upload(s3, root)
+    event = {"scheduled_time": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+    summary = lambda_handler(event, FakeContext())
+    assert summary["status"] == "ok"
+    assert summary["files_processed"] == len(paths)
+    assert twin.queries == 2  # one query per distribution, each over exactly its new files
+
+    window = (first - timedelta(hours=1), now + timedelta(hours=1))
+    for distribution_id in ("E1HANDLER", "E2HANDLER"):
+        expected = reference_requests([p for p in paths if distribution_id in p.name])
+        assert cloudwatch_sums(distribution_id, *window) == expected
+
+    again = lambda_handler(event, FakeContext())  # a retried or duplicated event
+    assert again["files_new"] == 0 and again["requests"] == 0
+    assert twin.queries == 2
+
+    late = write_log_file(root, "E1HANDLER", first, 137, __import__("random").Random(3), suffix="late")
+    upload(s3, root)
+    late_run = lambda_handler(event, FakeContext())
+    assert late_run["files_processed"] == 1
+    e1_paths = [p for p in paths if "E1HANDLER" in p.name] + [late.path]
+    assert cloudwatch_sums("E1HANDLER", *window) == reference_requests(e1_paths)
+
+
+def test_handler_stops_before_the_timeout(aws: tuple[AthenaTwin, Any], tmp_path: Path) -> None:
+    twin, s3 = aws
+    now = datetime.now(UTC).replace(minute=5, second=0, microsecond=0)
+    root = tmp_path / "logs"
+    generate(root, ["E3HANDLER"], now.replace(minute=0) - timedelta(hours=2), hours=1, lines_per_hour=50)
+    upload(s3, root)
+    event = {"scheduled_time": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    summary = lambda_handler(event, FakeContext(remaining_ms=10_000))
+    assert summary["status"] == "stopped-early" and summary["files_processed"] == 0 and twin.queries == 0
+    assert lambda_handler(event, FakeContext())["files_processed"] == summary["files_left"]
+
+
+def test_handler_rejects_bad_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOG_BUCKET", LOG_BUCKET)
+    monkeypatch.setenv("DISTRIBUTIONS", "E1OK,e2'; DROP")
+    with pytest.raises(Exception, match="distribution id"):
+        lambda_handler({}, FakeContext())
