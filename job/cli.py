@@ -44,16 +44,25 @@ def _time(option: str, value: str | None) -> datetime | None:
     return parse_time(value, option) if value is not None else None
 
 
-def cloudwatch_client(endpoint_url: str | None, region: str | None) -> Any:
-    """The only place the CLI builds a boto3 client; botocore's standard retry mode handles throttling."""
+def aws_session(region: str | None) -> Any:
     import boto3
-    from botocore.config import Config
 
-    config = Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=10, read_timeout=30)
     session = boto3.session.Session(region_name=region)
     if session.region_name is None:
         raise ConfigError("no AWS region: pass --region, or set AWS_REGION or a profile's region")
-    return session.client("cloudwatch", endpoint_url=endpoint_url, config=config)
+    return session
+
+
+def aws_client(session: Any, service: str, endpoint_url: str | None = None) -> Any:
+    """The only place the CLI builds boto3 clients; botocore's standard retry mode handles throttling."""
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=10, read_timeout=60)
+    return session.client(service, endpoint_url=endpoint_url, config=config)
+
+
+def cloudwatch_client(endpoint_url: str | None, region: str | None) -> Any:
+    return aws_client(aws_session(region), "cloudwatch", endpoint_url)
 
 
 def _log(message: str) -> None:
@@ -61,8 +70,6 @@ def _log(message: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from job.duckdb_engine import DuckDBEngine
-    from job.ledger import LocalLedger
     from job.runner import Job, RunOptions, effective_window
     from job.sinks import CloudWatchSink, DryRunSink, JsonlSink, Sink, parse_sink_spec
 
@@ -70,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     namespace = validate_namespace(args.namespace)
     distributions = tuple(validate_distribution_id(d) for d in args.distribution or ())
     kind, path = parse_sink_spec(args.sink)
-    store = LocalLogStore(Path(args.logs))
+    store, engine = _store_and_engine(args)
     sink: Sink
     if kind == "jsonl":
         assert path is not None
@@ -85,13 +92,59 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         sink = DryRunSink(sys.stdout, sink.key)
     query = SqlFile.load(_query_name(args.query), Path(args.sql_dir))
-    ledger = LocalLedger(Path(args.state))
+    ledger = _ledger(args)
     _log(f"state: {ledger}")
     options = RunOptions(namespace=namespace, window=window, distributions=distributions, dry_run=args.dry_run)
-    engine = DuckDBEngine(SqlFile.load(TABLE_DDL, Path(args.sql_dir)), threads=args.threads)
     report = Job(store, engine, ledger, sink, query, options, log=_log).run(now)
     _log(("dry run, nothing published: " if args.dry_run else "done: ") + report.summary())
     return 0
+
+
+def _store_and_engine(args: argparse.Namespace) -> tuple[Any, Any]:
+    """A local folder runs on DuckDB; an s3:// root on Athena, or on DuckDB over downloaded copies."""
+    from job.duckdb_engine import DuckDBEngine
+
+    if not args.logs.startswith("s3://"):
+        if args.engine == "athena":
+            raise ConfigError(f"--engine athena needs an s3:// log root; {args.logs!r} is a local folder")
+        return LocalLogStore(Path(args.logs)), DuckDBEngine(SqlFile.load(TABLE_DDL, Path(args.sql_dir)), args.threads)
+    from job.s3_store import DownloadingEngine, S3LogStore, split_s3_uri
+
+    session = aws_session(args.region)
+    s3 = aws_client(session, "s3", args.s3_endpoint_url)
+    bucket, prefix = split_s3_uri(args.logs)
+    store = S3LogStore(s3, bucket, prefix, Layout(args.layout))
+    if args.engine == "duckdb":
+        return store, DownloadingEngine(DuckDBEngine(SqlFile.load(TABLE_DDL, Path(args.sql_dir)), args.threads), s3)
+    from job.athena_engine import AthenaEngine
+
+    if not args.athena_results:
+        raise ConfigError("--engine athena needs --athena-results s3://bucket/prefix/ for the query results")
+    results_bucket, results_prefix = split_s3_uri(args.athena_results)
+    engine = AthenaEngine(
+        database=args.database,
+        workgroup=args.workgroup,
+        s3_output=f"s3://{results_bucket}/{results_prefix}",
+        boto3_session=session,
+        timeout_seconds=args.query_timeout,
+    )
+    return store, engine
+
+
+def _ledger(args: argparse.Namespace) -> Any:
+    from job.ledger import LocalLedger
+
+    if not args.state.startswith("s3://"):
+        return LocalLedger(Path(args.state))
+    import getpass
+    import socket
+
+    from job.s3_ledger import S3Ledger
+    from job.s3_store import split_s3_uri
+
+    bucket, prefix = split_s3_uri(args.state)
+    s3 = aws_client(aws_session(args.region), "s3", args.s3_endpoint_url)
+    return S3Ledger(s3, bucket, prefix, owner=f"{getpass.getuser()}@{socket.gethostname()}")
 
 
 def _query_name(name: str) -> str:
@@ -151,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Process every log file under --logs that the ledger has not recorded: "
         "query it, publish its per-minute metrics as additive deltas, record it.",
     )
-    run.add_argument("--logs", required=True, metavar="ROOT", help="log root: <ROOT>/<DistributionId>/yyyy/MM/dd/HH/")
+    run.add_argument("--logs", required=True, metavar="ROOT", help="log root, a folder or s3://bucket/prefix/")
     run.add_argument("--from", dest="start", metavar="T", help="first partition hour, UTC (e.g. 2026-11-28T15)")
     run.add_argument("--to", dest="end", metavar="T", help="last partition hour, UTC, inclusive")
     run.add_argument("--distribution", action="append", metavar="ID", help="only this distribution (repeatable)")
@@ -161,11 +214,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--namespace", default=DEFAULT_NAMESPACE, help=f"CloudWatch namespace (default {DEFAULT_NAMESPACE})"
     )
-    run.add_argument("--state", default=str(DEFAULT_STATE), help=f"ledger folder (default ./{DEFAULT_STATE})")
+    run.add_argument(
+        "--state", default=str(DEFAULT_STATE), help=f"ledger: a folder (default ./{DEFAULT_STATE}) or s3://"
+    )
     run.add_argument("--dry-run", action="store_true", help="print what would be published; publish and record nothing")
     run.add_argument("--query", default=MINUTE_METRICS, help="the file of sql/ to run (default minute_metrics)")
     run.add_argument("--sql-dir", default=str(DEFAULT_SQL_DIR), help="folder of the SQL files (default: sql/)")
     run.add_argument("--threads", type=int, help="DuckDB threads (default: all cores)")
+    run.add_argument("--engine", choices=["duckdb", "athena"], default="duckdb", help="query engine (default duckdb)")
+    run.add_argument("--layout", choices=[m.value for m in Layout], default="plain", help="s3:// root path layout")
+    run.add_argument("--s3-endpoint-url", help="S3 endpoint for an s3:// root or ledger (e.g. a moto server)")
+    run.add_argument("--workgroup", default="primary", help="Athena workgroup (default primary)")
+    run.add_argument("--database", default="cloudfront", help="Glue database of the log table (default cloudfront)")
+    run.add_argument("--athena-results", metavar="S3URI", help="s3://bucket/prefix/ for Athena's query results")
+    run.add_argument("--query-timeout", type=float, default=240.0, help="seconds to wait for one Athena query")
     run.set_defaults(func=cmd_run)
 
     sql = commands.add_parser(

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from job.engine import Engine, Row
 from job.errors import ConfigError, LayoutError
 from job.layout import DISTRIBUTION_ID, Layout, Listing, LogFile, parse_relative_path
+from job.sql_files import SqlFile
+from job.sql_values import SqlValue
 from job.window import HourWindow
 
 # Any valid hour: only the distribution part of a partition prefix is used with it.
@@ -78,3 +84,25 @@ class S3LogStore:
                     uri = f"s3://{self.bucket}/{item['Key']}"
                     files.append(LogFile(parsed.distribution_id, parsed.hour, uri, int(item["Size"]), parsed.layout))
         return Listing(tuple(sorted(files)), tuple(sorted(unrecognised)))
+
+
+class DownloadingEngine:
+    """DuckDB over S3 files without httpfs (not installable offline): each query's files are downloaded to a
+    temporary folder, read there under their s3:// `"$path"`, and deleted afterwards."""
+
+    def __init__(self, inner: Engine, client: Any) -> None:
+        self.inner, self.client = inner, client
+        self.name = f"{inner.name} (downloads from S3)"
+
+    def query(self, sql: SqlFile, params: Mapping[str, SqlValue], files: Sequence[LogFile]) -> list[Row]:
+        with tempfile.TemporaryDirectory(prefix="cfmetrics-") as folder:
+            local = []
+            for number, log_file in enumerate(files):
+                bucket, _, key = log_file.uri.removeprefix("s3://").partition("/")
+                target = Path(folder) / f"{number:06d}.gz"
+                try:
+                    self.client.download_file(bucket, key, str(target))
+                except Exception as exc:
+                    raise LayoutError(f"{log_file.uri}: cannot download ({exc})") from exc
+                local.append(replace(log_file, local_path=str(target)))
+            return self.inner.query(sql, params, local)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from job.layout import Layout, LogFile, parse_relative_path
 from job.moto_server import moto_server
 from job.sample_logs import generate, write_log_file
 from job.sql_files import MINUTE_METRICS, SqlFile
-from job.sql_values import Varchar, VarcharList
+from job.sql_values import SqlValue, Varchar, VarcharList
 from job.window import partition_key
 
 LOG_BUCKET, RESULTS_BUCKET, PREFIX, WORKGROUP, NAMESPACE = "cf-logs", "cf-results", "cloudfront/", "cfm", "Test/Handler"
@@ -93,7 +94,7 @@ class AthenaTwin:
         literals: list[str] = params.get("ExecutionParameters", [])
         distribution_id = literals[0].strip("'")
         new = [f for f in self.files_in_s3(distribution_id) if f.uri not in self.answered]
-        expected = {
+        expected: dict[str, SqlValue] = {
             "distribution_id": Varchar(distribution_id),
             "first_hour": Varchar(partition_key(min(f.hour for f in new))),
             "last_hour": Varchar(partition_key(max(f.hour for f in new))),
@@ -157,7 +158,7 @@ def aws(endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Itera
         s3.create_bucket(Bucket=bucket)
     athena = boto3.client("athena")
     if WORKGROUP not in [w["Name"] for w in athena.list_work_groups()["WorkGroups"]]:
-        output = {"ResultConfiguration": {"OutputLocation": f"s3://{RESULTS_BUCKET}/athena-results/"}}
+        output: Any = {"ResultConfiguration": {"OutputLocation": f"s3://{RESULTS_BUCKET}/athena-results/"}}
         athena.create_work_group(Name=WORKGROUP, Configuration=output)
     downloads = tmp_path / "downloads"
     downloads.mkdir()
@@ -186,7 +187,7 @@ def upload(s3: Any, root: Path) -> list[Path]:
 
 def cloudwatch_sums(distribution_id: str, start: datetime, end: datetime) -> Counter[datetime]:
     client = boto3.client("cloudwatch")
-    query = {
+    query: Any = {
         "Id": "r",
         "MetricStat": {
             "Metric": {
@@ -231,7 +232,7 @@ def test_handler_publishes_each_file_once(aws: tuple[AthenaTwin, Any], tmp_path:
     assert again["files_new"] == 0 and again["requests"] == 0
     assert twin.queries == 2
 
-    late = write_log_file(root, "E1HANDLER", first, 137, __import__("random").Random(3), suffix="late")
+    late = write_log_file(root, "E1HANDLER", first, 137, random.Random(3), suffix="late")
     upload(s3, root)
     late_run = lambda_handler(event, FakeContext())
     assert late_run["files_processed"] == 1
