@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from job import __version__
+from job.aws import client as aws_client
+from job.aws import session as aws_session
 from job.errors import CfMetricsError, ConfigError
 from job.layout import Layout, LocalLogStore, validate_distribution_id
 from job.limits import MAX_NAMESPACE_LENGTH
@@ -42,23 +44,6 @@ def validate_s3_location(value: str) -> str:
 
 def _time(option: str, value: str | None) -> datetime | None:
     return parse_time(value, option) if value is not None else None
-
-
-def aws_session(region: str | None) -> Any:
-    import boto3
-
-    session = boto3.session.Session(region_name=region)
-    if session.region_name is None:
-        raise ConfigError("no AWS region: pass --region, or set AWS_REGION or a profile's region")
-    return session
-
-
-def aws_client(session: Any, service: str, endpoint_url: str | None = None) -> Any:
-    """The only place the CLI builds boto3 clients; botocore's standard retry mode handles throttling."""
-    from botocore.config import Config
-
-    config = Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=10, read_timeout=60)
-    return session.client(service, endpoint_url=endpoint_url, config=config)
 
 
 def cloudwatch_client(endpoint_url: str | None, region: str | None) -> Any:

@@ -115,9 +115,7 @@ def _log(**fields: Any) -> None:
 
 
 def lambda_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-    import boto3
-    from botocore.config import Config
-
+    from job import aws
     from job.athena_engine import AthenaEngine
     from job.s3_ledger import LedgerBusy, S3Ledger
     from job.s3_store import S3LogStore
@@ -126,10 +124,9 @@ def lambda_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     started = time.monotonic()
     config = HandlerConfig.from_env(os.environ)
     now = scheduled_time(event, datetime.now(UTC))
-    session = boto3.Session()
-    retries = Config(retries={"mode": "standard", "max_attempts": 8})
-    s3 = session.client("s3", config=retries)
-    cloudwatch = session.client("cloudwatch", config=retries)
+    session = aws.session()
+    s3 = aws.client(session, "s3")
+    cloudwatch = aws.client(session, "cloudwatch")
     sink = CloudWatchSink(cloudwatch, key="cloudwatch")
     engine = AthenaEngine(
         database=config.database,

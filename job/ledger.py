@@ -125,6 +125,9 @@ class LocalLedger:
     def __str__(self) -> str:
         return str(self.folder)
 
+    def close(self) -> None:
+        self.db.close()
+
     @contextmanager
     def lock(self) -> Iterator[None]:
         """Serialise runs that share this ledger: a second run waits until the first has finished."""

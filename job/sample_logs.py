@@ -18,7 +18,7 @@ HEADER = (
     "cs-protocol-version fle-status fle-encrypted-fields c-port time-to-first-byte x-edge-detailed-result-type "
     "sc-content-type sc-content-len sc-range-start sc-range-end\n"
 )
-# (result type, weight, status): every documented type appears, plus one CloudFront may add later.
+# (result type, weight, status): every documented type appears (the demo adds an unknown one itself).
 RESULT_TYPES: Sequence[tuple[str, int, str]] = (
     ("Hit", 560, "200"),
     ("RefreshHit", 60, "304"),

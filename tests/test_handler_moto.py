@@ -163,14 +163,14 @@ def aws(endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Itera
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     twin = AthenaTwin(endpoint, s3, downloads)
-    real_session = boto3.Session
+    real_session = boto3.session.Session
 
     def session_with_twin(*args: Any, **kwargs: Any) -> boto3.Session:
         session = real_session(*args, **kwargs)
         session.events.register("before-parameter-build.athena.StartQueryExecution", twin)
         return session
 
-    monkeypatch.setattr(boto3, "Session", session_with_twin)
+    monkeypatch.setattr(boto3.session, "Session", session_with_twin)
     yield twin, s3
     for bucket in (LOG_BUCKET, RESULTS_BUCKET):
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
