@@ -23,12 +23,12 @@ from job.window import HourWindow, parse_time, partition_key
 
 DEFAULT_STATE = Path(".cfmetrics-state")
 _NAMESPACE = re.compile(r"^[0-9A-Za-z.\-_/#: ]+$")
-_S3_LOCATION = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[A-Za-z0-9!\-_.*'()/=]*)?$")
+_S3_LOCATION = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[A-Za-z0-9!\-_.*()/=]*)?$")
 _QUERY_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
 def validate_namespace(value: str) -> str:
-    if not (0 < len(value) <= MAX_NAMESPACE_LENGTH and _NAMESPACE.match(value)) or value.startswith("AWS/"):
+    if not (0 < len(value) <= MAX_NAMESPACE_LENGTH and _NAMESPACE.fullmatch(value)) or value.startswith("AWS/"):
         raise ConfigError(
             f"--namespace {value!r}: expected 1-255 of A-Z a-z 0-9 . - _ / # : and space, not starting with 'AWS/'"
         )
@@ -37,7 +37,7 @@ def validate_namespace(value: str) -> str:
 
 def validate_s3_location(value: str) -> str:
     location = value if value.endswith("/") else value + "/"
-    if not _S3_LOCATION.match(location):
+    if not _S3_LOCATION.fullmatch(location):
         raise ConfigError(f"--location {value!r}: expected s3://bucket/prefix/ with no quotes or spaces")
     return location
 
@@ -133,7 +133,7 @@ def _ledger(args: argparse.Namespace) -> Any:
 
 
 def _query_name(name: str) -> str:
-    if not _QUERY_NAME.match(name):
+    if not _QUERY_NAME.fullmatch(name):
         raise ConfigError(f"--query {name!r}: expected the name of a file in sql/ without '.sql', e.g. minute_metrics")
     return name
 

@@ -44,7 +44,7 @@ _PATTERNS = {
 
 
 def validate_distribution_id(value: str) -> str:
-    if not DISTRIBUTION_ID.match(value):
+    if not DISTRIBUTION_ID.fullmatch(value):
         raise ConfigError(
             f"distribution id {value!r} is not valid; expected 1-64 upper-case letters and digits, e.g. E2EXAMPLE1ABCD"
         )
@@ -78,8 +78,8 @@ class ParsedPath:
 def parse_relative_path(relative: str) -> ParsedPath | None:
     """The layout, distribution and partition hour of a path relative to the log root, or None if it fits neither."""
     for layout, pattern in _PATTERNS.items():
-        match = pattern.match(relative)
-        if not match or not DISTRIBUTION_ID.match(match["d"]) or match["f"].startswith("."):
+        match = pattern.fullmatch(relative)
+        if not match or not DISTRIBUTION_ID.fullmatch(match["d"]) or match["f"].startswith("."):
             continue
         try:
             hour = datetime(int(match["y"]), int(match["m"]), int(match["dd"]), int(match["h"]), tzinfo=UTC)

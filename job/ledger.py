@@ -145,7 +145,8 @@ class LocalLedger:
     def _write(self, sql: str, *args: object) -> None:
         try:
             self.db.execute("BEGIN IMMEDIATE")
-            self.db.execute(sql, args)
+            if self.db.execute(sql, args).rowcount != 1:
+                raise sqlite3.DatabaseError(f"expected to change one row: {sql} {args[-1:]}")
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
             self.db.execute("ROLLBACK") if self.db.in_transaction else None

@@ -68,12 +68,11 @@ class Datum:
 
     def to_api(self) -> dict[str, Any]:
         """The PutMetricData MetricDatum shape boto3 takes."""
-        datum: dict[str, Any] = {
-            "MetricName": self.metric,
-            "Dimensions": [{"Name": n, "Value": v} for n, v in self.dimensions],
-            "Timestamp": self.timestamp,
-            "Unit": self.unit.value,
-        }
+        datum: dict[str, Any] = {"MetricName": self.metric}
+        if self.dimensions:
+            datum["Dimensions"] = [{"Name": n, "Value": v} for n, v in self.dimensions]
+        datum["Timestamp"] = self.timestamp
+        datum["Unit"] = self.unit.value
         if self.value is not None:
             datum["Value"] = self.value
         else:
@@ -84,14 +83,14 @@ class Datum:
     def to_json(self) -> dict[str, Any]:
         """The API shape with the timestamp as ISO-8601 UTC: one line of a jsonl: sink, and the ledger's journal."""
         datum = self.to_api()
-        datum["Timestamp"] = self.timestamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+        datum["Timestamp"] = self.timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return datum
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Datum:
         return cls(
             metric=data["MetricName"],
-            dimensions=tuple((d["Name"], d["Value"]) for d in data["Dimensions"]),
+            dimensions=tuple((d["Name"], d["Value"]) for d in data.get("Dimensions", ())),
             timestamp=datetime.strptime(data["Timestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC),
             unit=Unit(data["Unit"]),
             value=data.get("Value"),

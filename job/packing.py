@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Sequence
 from datetime import datetime
@@ -72,21 +73,41 @@ def lower_bound(datums: Sequence[Datum]) -> int:
 
 
 def pack(datums: Sequence[Datum]) -> list[Request]:
-    """First-fit decreasing by wire size under both the datum-count and the byte limit; order within a request
-    follows the input."""
+    """Pack into as few requests as the two limits (datums, bytes) allow: start with the lower bound, place the
+    largest datums first, each into the open request with the most bytes left (so big histograms and small
+    single values spread over both limits), and add a request only when nothing fits. Within a request the
+    datums keep their input order."""
     budget = MAX_REQUEST_BYTES - REQUEST_OVERHEAD_BYTES
-    sized = sorted(((datum_wire_bytes(d), i, d) for i, d in enumerate(datums)), key=lambda t: -t[0])
-    bins: list[list[tuple[int, Datum]]] = []
-    room: list[int] = []
-    for size, index, datum in sized:
+    sized = sorted(((datum_wire_bytes(d), i, d) for i, d in enumerate(datums)), key=lambda t: (-t[0], t[1]))
+    for size, _, datum in sized[:1]:
         if size > budget:
             raise LimitError(f"{datum.metric} at {datum.timestamp:%Y-%m-%dT%H:%MZ}: {size} bytes exceed one request")
-        for b, free in enumerate(room):
-            if free >= size and len(bins[b]) < MAX_DATUMS_PER_REQUEST:
+    requests = lower_bound(datums)
+    while True:
+        placed = _worst_fit(sized, requests, budget)
+        if placed is not None:
+            return [tuple(d for _, d in sorted(b, key=lambda t: t[0])) for b in placed if b]
+        requests += 1
+
+
+def _worst_fit(
+    sized: Sequence[tuple[int, int, Datum]], requests: int, budget: int
+) -> list[list[tuple[int, Datum]]] | None:
+    """Largest first into the request with the most bytes left; None if some datum fits nowhere."""
+    heap = [(-budget, b) for b in range(requests)]  # most room first
+    bins: list[list[tuple[int, Datum]]] = [[] for _ in range(requests)]
+    for size, index, datum in sized:
+        skipped = []
+        while heap:
+            negative_room, b = heapq.heappop(heap)
+            if -negative_room >= size and len(bins[b]) < MAX_DATUMS_PER_REQUEST:
                 bins[b].append((index, datum))
-                room[b] -= size
+                heapq.heappush(heap, (negative_room + size, b))
                 break
+            if len(bins[b]) < MAX_DATUMS_PER_REQUEST:
+                skipped.append((negative_room, b))
         else:
-            bins.append([(index, datum)])
-            room.append(budget - size)
-    return [tuple(d for _, d in sorted(b, key=lambda t: t[0])) for b in bins]
+            return None
+        for entry in skipped:
+            heapq.heappush(heap, entry)
+    return bins

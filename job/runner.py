@@ -40,7 +40,13 @@ def effective_window(
                 f"--from {start:%Y-%m-%dT%H}: CloudWatch refuses datapoints older than two weeks, so the oldest "
                 f"hour it can take now is {oldest:%Y-%m-%dT%H}; use a later --from, or export with --sink jsonl:PATH"
             )
-        return HourWindow(floor_hour(start) if start else oldest, floor_hour(end) if end else latest)
+        last = floor_hour(end) if end else latest
+        if start is None and last < oldest:
+            raise ConfigError(
+                f"--to {last:%Y-%m-%dT%H}: CloudWatch refuses datapoints older than two weeks (before "
+                f"{oldest:%Y-%m-%dT%H}); export older logs with --sink jsonl:PATH"
+            )
+        return HourWindow(floor_hour(start) if start else oldest, last)
     if start is None and end is None:
         return None
     return HourWindow(floor_hour(start) if start else EARLIEST_LOGS, floor_hour(end) if end else latest)

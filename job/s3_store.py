@@ -24,7 +24,7 @@ _S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(?
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
     """('bucket', 'prefix/') of s3://bucket/prefix; the prefix is '' or ends with '/'."""
-    match = _S3_URI.match(uri)
+    match = _S3_URI.fullmatch(uri)
     if not match:
         raise ConfigError(f"{uri!r} is not an S3 location; expected s3://bucket/prefix/")
     prefix = match["prefix"] or ""
@@ -56,7 +56,7 @@ class S3LogStore:
             for common in page.get("CommonPrefixes", ()):
                 name = common["Prefix"][len(self.prefix) :].rstrip("/")
                 name = name.removeprefix("DistributionId=") if self.layout is Layout.HIVE else name
-                if DISTRIBUTION_ID.match(name):
+                if DISTRIBUTION_ID.fullmatch(name):
                     found.append(name)
         return sorted(found)
 

@@ -15,8 +15,10 @@ PROVEN_FUNCTIONS: frozenset[str] = frozenset(
         "And",
         "ApproxQuantile",  # approx_percentile(x, ARRAY[...]): rewritten to exact quantile_disc, see below
         "Array",
+        "Bracket",  # element_at(array, i)
         "Case",
-        "Cast",
+        "Cast",  # to an integer type only from a column, a literal or round(...): see check_translatable
+        "Div",  # proven for doubles only: Trino divides integers as integers, DuckDB does not
         "Concat",
         "Count",
         "Grouping",
@@ -39,7 +41,8 @@ def functions_used(sql: str) -> set[str]:
     except ParseError as exc:
         raise SqlTemplateError(f"cannot parse as Athena SQL: {exc}") from exc
     names = set()
-    for node in tree.find_all(exp.Func):
+    # element_at parses to a Bracket and `/` to a Div, neither of them a Func, yet both translate with a catch.
+    for node in tree.find_all(exp.Func, exp.Bracket, exp.Div):
         names.add(f"Anonymous:{node.name}" if isinstance(node, exp.Anonymous) else type(node).__name__)
     return names
 
@@ -47,6 +50,16 @@ def functions_used(sql: str) -> set[str]:
 def check_translatable(sql: str, where: str) -> None:
     """Raise UntranslatableSqlError if the statement uses a function no test proves."""
     unproven = sorted(functions_used(sql) - PROVEN_FUNCTIONS)
+    tree = sqlglot.parse_one(sql, read="athena")
+    for node in tree.find_all(exp.ApproxQuantile):
+        if node.args.get("weight") is not None or node.args.get("accuracy") is not None:
+            unproven.append("approx_percentile with a weight or accuracy argument")
+    # Trino casts a fractional double to an integer rounding half away from zero, DuckDB half to even; both
+    # round() half away from zero, so a computed value must be round()ed before it is cast to an integer.
+    for cast in tree.find_all(exp.Cast):
+        computed = isinstance(cast.this, exp.Binary | exp.Func) and not isinstance(cast.this, exp.Round)
+        if computed and cast.to.is_type(*exp.DataType.INTEGER_TYPES):
+            unproven.append(f"CAST({cast.this.sql('athena')} AS {cast.to.sql('athena')}) without round()")
     if unproven:
         raise UntranslatableSqlError(
             f"{where}: uses {', '.join(unproven)}, whose Athena-to-DuckDB translation no test proves; "
@@ -54,7 +67,7 @@ def check_translatable(sql: str, where: str) -> None:
         )
 
 
-def _exact_quantiles(node: exp.Expression) -> exp.Expression:
+def _trino_semantics(node: exp.Expression) -> exp.Expression:
     # DuckDB's approx_quantile is a t-digest whose result changes with thread scheduling; Athena's
     # approx_percentile returns a value of the data. quantile_disc also returns a value of the data, exactly and
     # deterministically, so local runs are reproducible and tests compare against exact figures.
@@ -66,5 +79,5 @@ def _exact_quantiles(node: exp.Expression) -> exp.Expression:
 def to_duckdb(sql: str, where: str) -> str:
     """Translate one Athena statement to DuckDB's dialect."""
     check_translatable(sql, where)
-    tree = sqlglot.parse_one(sql, read="athena").transform(_exact_quantiles)
+    tree = sqlglot.parse_one(sql, read="athena").transform(_trino_semantics)
     return tree.sql(dialect="duckdb")

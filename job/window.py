@@ -10,7 +10,15 @@ from datetime import UTC, datetime, timedelta
 from job.errors import ConfigError
 
 HOUR = timedelta(hours=1)
-_HOUR_FORMS = ("%Y-%m-%dT%H", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H", "%Y-%m-%d")
+_HOUR_FORMS = (
+    "%Y-%m-%dT%H",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d %H",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%d",
+)
 _ISO_HOUR = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}(:\d{2}(:\d{2})?)?)?(Z|\+00:00)?$")
 
 
@@ -20,7 +28,7 @@ def floor_hour(moment: datetime) -> datetime:
 
 def parse_time(text: str, option: str) -> datetime:
     """Parse a UTC time such as 2026-11-28T15, 2026-11-28T15:30 or 2026-11-28 (midnight); returns an aware datetime."""
-    if not _ISO_HOUR.match(text.strip()):
+    if not _ISO_HOUR.fullmatch(text.strip()):
         raise ConfigError(
             f"{option}: {text!r} is not a UTC time; expected YYYY-MM-DD[THH[:MM[:SS]]], e.g. 2026-11-28T15"
         )

@@ -1,0 +1,220 @@
+"""The SQLite ledger: batch journal lifecycle, per-target records, atomic commit, the run lock."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from job.errors import LedgerError
+from job.layout import Layout, LogFile
+from job.ledger import Batch, LocalLedger, PendingBatch, new_batch_id
+from job.metrics import Datum, Unit
+
+REPO = Path(__file__).resolve().parent.parent
+HOUR = datetime(2026, 11, 28, 15, tzinfo=UTC)
+MINUTE = datetime(2026, 11, 28, 15, 4, tzinfo=UTC)
+AT = datetime(2026, 11, 28, 17, 0, 5, tzinfo=UTC)
+TARGET = "minute_metrics|cloudwatch@default|CloudFront/AccessLogs"
+OTHER_TARGET = "minute_metrics|jsonl:/tmp/out.jsonl|CloudFront/AccessLogs"
+
+
+def log_file(name: str, size: int = 100, layout: Layout = Layout.PLAIN) -> LogFile:
+    return LogFile("E2EXAMPLE", HOUR, f"/logs/E2EXAMPLE/2026/11/28/15/{name}", size, layout)
+
+
+def batch(batch_id: str, files: tuple[LogFile, ...], target: str = TARGET, requests: int = 3) -> Batch:
+    dims = (("DistributionId", "E2EXAMPLE"),)
+    reqs = tuple(
+        (
+            Datum("Requests", dims, MINUTE, Unit.COUNT, value=float(i + 1)),
+            Datum(
+                "TimeTaken", dims, MINUTE, Unit.MILLISECONDS, values=(0.1 + 0.2, 1e-300, -0.0), counts=(1.0, 2.0, 3.0)
+            ),
+        )
+        for i in range(requests)
+    )
+    return Batch(batch_id, target, "CloudFront/AccessLogs", files, reqs, lines=42, malformed_lines=2)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> LocalLedger:
+    return LocalLedger(tmp_path / "state")
+
+
+def test_lifecycle(ledger: LocalLedger) -> None:
+    files = (log_file("a.gz"), log_file("b.gz"))
+    b = batch("b1", files)
+    assert ledger.pending(TARGET) == []
+    assert ledger.recorded(TARGET) == set()
+
+    ledger.begin(b)
+    assert ledger.pending(TARGET) == [PendingBatch(b, sent=0, in_flight=None)]
+    assert ledger.recorded(TARGET) == set()
+
+    ledger.mark_in_flight("b1", 0)
+    assert ledger.pending(TARGET) == [PendingBatch(b, sent=0, in_flight=0)]
+    ledger.mark_sent("b1", 0)
+    assert ledger.pending(TARGET) == [PendingBatch(b, sent=1, in_flight=None)]
+    ledger.mark_in_flight("b1", 1)
+    ledger.mark_sent("b1", 1)
+    ledger.mark_in_flight("b1", 2)
+    assert ledger.pending(TARGET) == [PendingBatch(b, sent=2, in_flight=2)]
+    ledger.mark_sent("b1", 2)
+    assert ledger.pending(TARGET) == [PendingBatch(b, sent=3, in_flight=None)]
+    assert ledger.recorded(TARGET) == set(), "files are recorded only on commit"
+
+    ledger.commit("b1", AT)
+    assert ledger.pending(TARGET) == []
+    assert ledger.recorded(TARGET) == {f.uri for f in files}
+
+
+def test_state_survives_reopening(tmp_path: Path) -> None:
+    first = LocalLedger(tmp_path)
+    b1 = batch("b1", (log_file("a.gz"),))
+    b2 = batch("b2", (log_file("b.gz"),))
+    first.begin(b1)
+    first.mark_sent("b1", 0)
+    first.mark_in_flight("b1", 1)
+    first.begin(b2)
+    first.commit("b2", AT)
+    first.db.close()
+    again = LocalLedger(tmp_path)
+    assert again.pending(TARGET) == [PendingBatch(b1, sent=1, in_flight=1)]
+    assert again.recorded(TARGET) == {log_file("b.gz").uri}
+
+
+def test_pending_lists_uncommitted_batches_in_order(ledger: LocalLedger) -> None:
+    batches = [batch(f"b{i}", (log_file(f"{i}.gz"),)) for i in range(4)]
+    for b in batches:
+        ledger.begin(b)
+    ledger.commit("b1", AT)
+    assert [p.batch.id for p in ledger.pending(TARGET)] == ["b0", "b2", "b3"]
+
+
+def test_targets_are_independent(ledger: LocalLedger) -> None:
+    same_file = log_file("a.gz")
+    ledger.begin(batch("cw", (same_file,), TARGET))
+    ledger.begin(batch("jsonl", (same_file, log_file("b.gz")), OTHER_TARGET))
+    assert [p.batch.id for p in ledger.pending(TARGET)] == ["cw"]
+    assert [p.batch.id for p in ledger.pending(OTHER_TARGET)] == ["jsonl"]
+    ledger.commit("jsonl", AT)
+    assert ledger.recorded(OTHER_TARGET) == {same_file.uri, log_file("b.gz").uri}
+    assert ledger.recorded(TARGET) == set()
+    assert [p.batch.id for p in ledger.pending(TARGET)] == ["cw"]
+    ledger.commit("cw", AT)
+    assert ledger.recorded(TARGET) == {same_file.uri}
+
+
+def test_commit_is_all_or_nothing(ledger: LocalLedger) -> None:
+    a, b, c = log_file("a.gz"), log_file("b.gz"), log_file("c.gz")
+    ledger.begin(batch("first", (a,)))
+    ledger.commit("first", AT)
+    # a second batch naming an already recorded file cannot commit: none of its files is recorded
+    ledger.begin(batch("second", (b, a, c)))
+    with pytest.raises(LedgerError, match="cannot record batch second"):
+        ledger.commit("second", AT)
+    assert ledger.recorded(TARGET) == {a.uri}
+    assert [p.batch.id for p in ledger.pending(TARGET)] == ["second"]
+    # and the ledger still takes writes afterwards
+    ledger.begin(batch("third", (b, c)))
+    ledger.commit("third", AT)
+    assert ledger.recorded(TARGET) == {a.uri, b.uri, c.uri}
+
+
+def test_commit_of_unknown_batch_is_refused(ledger: LocalLedger) -> None:
+    with pytest.raises(LedgerError, match="no batch nope"):
+        ledger.commit("nope", AT)
+
+
+def test_begin_twice_is_refused(ledger: LocalLedger) -> None:
+    b = batch("b1", (log_file("a.gz"),))
+    ledger.begin(b)
+    with pytest.raises(LedgerError, match="ledger write failed"):
+        ledger.begin(b)
+    assert ledger.pending(TARGET) == [PendingBatch(b, sent=0, in_flight=None)]
+
+
+def test_batch_json_round_trip_is_exact() -> None:
+    files = (log_file("a.gz", 123, Layout.PLAIN), log_file("b.gz", 0, Layout.HIVE))
+    b = batch("20261128T170005000000-1-2", files)
+    back = Batch.from_json(b.to_json())
+    assert back == b
+    # LogFile equality ignores size and layout: compare them too
+    assert [(f.uri, f.size, f.layout, f.hour, f.distribution_id) for f in back.files] == [
+        (f.uri, f.size, f.layout, f.hour, f.distribution_id) for f in files
+    ]
+    assert back.requests == b.requests
+    for got, want in zip(back.requests, b.requests, strict=True):
+        for d_got, d_want in zip(got, want, strict=True):
+            assert d_got.to_api() == d_want.to_api()
+            assert [repr(n) for n in d_got.numbers()] == [repr(n) for n in d_want.numbers()]  # bit-exact, -0.0 too
+    assert back.files[0].hour.tzinfo is not None
+
+
+def test_new_batch_ids_differ() -> None:
+    files = [log_file("a.gz")]
+    ids = {new_batch_id(files) for _ in range(50)}
+    assert len(ids) == 50
+    assert all(i.endswith(f"-{os.getpid()}-1") for i in ids)
+
+
+def test_open_failure_is_a_ledger_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(LedgerError, match="cannot open the ledger"):
+        LocalLedger(blocker / "state")
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from job.ledger import LocalLedger
+
+    ledger = LocalLedger(Path(sys.argv[1]))
+    with ledger.lock():
+        Path(sys.argv[2]).write_text("acquired")
+    """
+)
+
+
+def test_lock_serialises_processes(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    marker = tmp_path / "child-acquired"
+    ledger = LocalLedger(state)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with ledger.lock():
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(state), str(marker)],
+            cwd=REPO,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stderr is not None
+            # the child reports that it waits before it blocks; if it got the lock it would exit without a word
+            first_line = child.stderr.readline()
+            assert "waiting for another run" in first_line
+            assert not marker.exists()
+        except BaseException:
+            child.kill()
+            child.wait()
+            raise
+    # released: the child gets the lock and finishes
+    assert child.wait(timeout=60) == 0
+    assert marker.read_text() == "acquired"
+
+
+def test_lock_can_be_taken_again_after_release(ledger: LocalLedger) -> None:
+    with ledger.lock():
+        pass
+    with ledger.lock():
+        ledger.begin(batch("b1", (log_file("a.gz"),)))
+    assert len(ledger.pending(TARGET)) == 1
