@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,34 +57,108 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _build_job(args: argparse.Namespace, now: datetime, **hooks: Any) -> Any:
+    """The Job of `run`, `backfill` and `status`: validated options, clients, engine, ledger and sink."""
     from job.runner import Job, RunOptions, effective_window
     from job.sinks import CloudWatchSink, DryRunSink, JsonlSink, Sink, parse_sink_spec
 
-    now = datetime.now(UTC)
     namespace = validate_namespace(args.namespace)
     distributions = tuple(validate_distribution_id(d) for d in args.distribution or ())
     kind, path = parse_sink_spec(args.sink)
-    store, engine = _store_and_engine(args)
+    preview = getattr(args, "dry_run", False) or args.command == "status"
     sink: Sink
     if kind == "jsonl":
         assert path is not None
         sink = JsonlSink(path)
     else:
         key = f"cloudwatch@{args.endpoint_url or 'default'}"
-        client = None if args.dry_run else cloudwatch_client(args.endpoint_url, args.region)
+        client = None if preview else cloudwatch_client(args.endpoint_url, args.region)
         sink = CloudWatchSink(client, key=key)
     window = effective_window(
         _time("--from", args.start), _time("--to", args.end), now, checks_age=sink.checks_timestamp_age
     )
-    if args.dry_run:
+    if preview:
         sink = DryRunSink(sys.stdout, sink.key)
     query = SqlFile.load(_query_name(args.query), Path(args.sql_dir))
+    store, engine = _store_and_engine(args)
     ledger = _ledger(args)
     _log(f"state: {ledger}")
-    options = RunOptions(namespace=namespace, window=window, distributions=distributions, dry_run=args.dry_run)
-    report = Job(store, engine, ledger, sink, query, options, log=_log).run(now)
+    options = RunOptions(
+        namespace=namespace,
+        window=window,
+        distributions=distributions,
+        dry_run=getattr(args, "dry_run", False),
+        accept_changed_sql=getattr(args, "accept_changed_sql", False),
+    )
+    return Job(store, engine, ledger, sink, query, options, log=_log, **hooks)
+
+
+@contextmanager
+def _stop_on_interrupt() -> Iterator[Callable[[], bool]]:
+    """The first Ctrl-C lets the batch being published finish, then stops; a second one stops at once."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        _log("stopping after the batch being published (Ctrl-C again to stop at once; the next run resumes)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from job.progress import progress_reporter
+
+    now = datetime.now(UTC)
+    if args.command == "backfill" and args.dry_run:
+        return _print_plan(_build_job(args, now).preview())
+    with _stop_on_interrupt() as should_stop, progress_reporter(not args.dry_run) as progress:
+        job = _build_job(args, now, should_stop=should_stop, on_plan=progress.on_plan, on_progress=progress.on_progress)
+        report = job.run(now)
+    if report.stopped_early:
+        _log(f"stopped: {len(report.files_left)} file(s) left for the next run")
     _log(("dry run, nothing published: " if args.dry_run else "done: ") + report.summary())
+    return 130 if report.stopped_early else 0
+
+
+def _print_plan(report: Any) -> int:
+    files = [f for chunk in report.chunks for f in chunk]
+    for log_file in files:
+        print(f"{log_file.size:>12,}  {log_file.uri}")
+    billed, usd = report.athena_estimate()
+    print(
+        f"{report.files_already} file(s) already published, {len(files)} new: {sum(f.size for f in files):,} bytes "
+        f"in {len(report.chunks)} quer{'y' if len(report.chunks) == 1 else 'ies'}; on Athena that bills "
+        f"{billed / 1e6:,.1f} MB (10 MB minimum per query), about ${usd:,.4f} at $5 per TB"
+    )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from job.status import build_status
+
+    now = datetime.now(UTC)
+    job = _build_job(args, now)
+    listing = job.store.list(job.options.window, job.options.distributions)
+    statuses = build_status(listing.files, job.ledger.file_records(job.target), now)
+    print(f"target: {job.target}")
+    if not statuses:
+        print("no log files and nothing recorded")
+    for status in statuses:
+        newest = f"{status.newest_processed_hour:%Y-%m-%dT%H}" if status.newest_processed_hour else "none"
+        age = f", oldest pending file {status.oldest_pending_age} old" if status.oldest_pending_age else ""
+        print(f"\n{status.distribution_id}: newest processed partition {newest}, {status.files_pending} pending{age}")
+        print(f"  {'hour (UTC)':<14} {'files done':>10} {'lines':>12} {'malformed':>10} {'pending':>8} {'bytes':>12}")
+        for hour in status.hours:
+            print(
+                f"  {hour.hour:%Y-%m-%dT%H}  {hour.files_processed:>10,} {hour.lines_processed:>12,} "
+                f"{hour.malformed_lines:>10,} {hour.files_pending:>8,} {hour.bytes_pending:>12,}"
+            )
     return 0
 
 
@@ -176,6 +253,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out), endpoint_url=args.endpoint_url)
 
 
+def _job_options(parser: argparse.ArgumentParser, window_required: bool) -> None:
+    parser.add_argument("--logs", required=True, metavar="ROOT", help="log root, a folder or s3://bucket/prefix/")
+    first = "first partition hour, UTC (e.g. 2026-11-28T15)"
+    parser.add_argument("--from", dest="start", metavar="T", required=window_required, help=first)
+    parser.add_argument(
+        "--to", dest="end", metavar="T", required=window_required, help="last partition hour, inclusive"
+    )
+    parser.add_argument("--distribution", action="append", metavar="ID", help="only this distribution (repeatable)")
+    parser.add_argument("--sink", default="cloudwatch", help="'cloudwatch' (default) or 'jsonl:PATH'")
+    parser.add_argument("--endpoint-url", help="CloudWatch endpoint, e.g. a local moto server")
+    parser.add_argument("--region", help="AWS region (default: the usual AWS configuration chain)")
+    parser.add_argument("--namespace", default=DEFAULT_NAMESPACE, help=f"CloudWatch namespace ({DEFAULT_NAMESPACE})")
+    parser.add_argument("--state", default=str(DEFAULT_STATE), help=f"ledger: a folder ({DEFAULT_STATE}) or s3://")
+    parser.add_argument("--query", default=MINUTE_METRICS, help="the file of sql/ to run (default minute_metrics)")
+    parser.add_argument("--sql-dir", default=str(DEFAULT_SQL_DIR), help="folder of the SQL files (default: sql/)")
+    parser.add_argument(
+        "--accept-changed-sql", action="store_true", help="publish with a query whose text changed since it published"
+    )
+    parser.add_argument("--threads", type=int, help="DuckDB threads (default: all cores)")
+    parser.add_argument("--engine", choices=["duckdb", "athena"], default="duckdb", help="query engine (duckdb)")
+    parser.add_argument("--layout", choices=[m.value for m in Layout], default="plain", help="s3:// root layout")
+    parser.add_argument("--s3-endpoint-url", help="S3 endpoint for an s3:// root or ledger (e.g. a moto server)")
+    parser.add_argument("--workgroup", default="primary", help="Athena workgroup (default primary)")
+    parser.add_argument("--database", default="cloudfront", help="Glue database of the log table (cloudfront)")
+    parser.add_argument("--athena-results", metavar="S3URI", help="s3://bucket/prefix/ for Athena's query results")
+    parser.add_argument("--query-timeout", type=float, default=240.0, help="seconds to wait for one Athena query")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cfmetrics", description="Turn CloudFront access logs into per-minute CloudWatch metrics, exactly once."
@@ -189,31 +294,30 @@ def build_parser() -> argparse.ArgumentParser:
         description="Process every log file under --logs that the ledger has not recorded: "
         "query it, publish its per-minute metrics as additive deltas, record it.",
     )
-    run.add_argument("--logs", required=True, metavar="ROOT", help="log root, a folder or s3://bucket/prefix/")
-    run.add_argument("--from", dest="start", metavar="T", help="first partition hour, UTC (e.g. 2026-11-28T15)")
-    run.add_argument("--to", dest="end", metavar="T", help="last partition hour, UTC, inclusive")
-    run.add_argument("--distribution", action="append", metavar="ID", help="only this distribution (repeatable)")
-    run.add_argument("--sink", default="cloudwatch", help="'cloudwatch' (default) or 'jsonl:PATH'")
-    run.add_argument("--endpoint-url", help="CloudWatch endpoint, e.g. a local moto server")
-    run.add_argument("--region", help="AWS region (default: the usual AWS configuration chain)")
-    run.add_argument(
-        "--namespace", default=DEFAULT_NAMESPACE, help=f"CloudWatch namespace (default {DEFAULT_NAMESPACE})"
-    )
-    run.add_argument(
-        "--state", default=str(DEFAULT_STATE), help=f"ledger: a folder (default ./{DEFAULT_STATE}) or s3://"
-    )
-    run.add_argument("--dry-run", action="store_true", help="print what would be published; publish and record nothing")
-    run.add_argument("--query", default=MINUTE_METRICS, help="the file of sql/ to run (default minute_metrics)")
-    run.add_argument("--sql-dir", default=str(DEFAULT_SQL_DIR), help="folder of the SQL files (default: sql/)")
-    run.add_argument("--threads", type=int, help="DuckDB threads (default: all cores)")
-    run.add_argument("--engine", choices=["duckdb", "athena"], default="duckdb", help="query engine (default duckdb)")
-    run.add_argument("--layout", choices=[m.value for m in Layout], default="plain", help="s3:// root path layout")
-    run.add_argument("--s3-endpoint-url", help="S3 endpoint for an s3:// root or ledger (e.g. a moto server)")
-    run.add_argument("--workgroup", default="primary", help="Athena workgroup (default primary)")
-    run.add_argument("--database", default="cloudfront", help="Glue database of the log table (default cloudfront)")
-    run.add_argument("--athena-results", metavar="S3URI", help="s3://bucket/prefix/ for Athena's query results")
-    run.add_argument("--query-timeout", type=float, default=240.0, help="seconds to wait for one Athena query")
+    _job_options(run, window_required=False)
+    run.add_argument("--dry-run", action="store_true", help="query and print what would be published; record nothing")
     run.set_defaults(func=cmd_run)
+
+    backfill = commands.add_parser(
+        "backfill",
+        help="publish every file not yet published in a historical window",
+        description="Process every file in the partitions overlapping --from..--to that the ledger has not "
+        "recorded. Idempotent: a second run publishes nothing. Ctrl-C stops after the batch being published.",
+    )
+    _job_options(backfill, window_required=True)
+    backfill.add_argument(
+        "--dry-run", action="store_true", help="list the files and bytes that would be scanned, with an Athena estimate"
+    )
+    backfill.set_defaults(func=cmd_run)
+
+    status = commands.add_parser(
+        "status",
+        help="files and lines processed per hour, files pending, lag",
+        description="Per distribution: files and lines processed per partition hour, the newest processed "
+        "partition, the files pending and the age of the oldest one.",
+    )
+    _job_options(status, window_required=False)
+    status.set_defaults(func=cmd_status)
 
     sql = commands.add_parser(
         "sql",

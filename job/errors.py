@@ -35,3 +35,7 @@ class PublishError(CfMetricsError):
 
 class LedgerError(CfMetricsError):
     """The ledger is unreadable, locked or inconsistent."""
+
+
+class SqlChangedError(CfMetricsError):
+    """A query's text changed after it published: old and new definitions would mix under one metric name."""

@@ -7,9 +7,9 @@ import json
 import os
 import sqlite3
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -34,6 +34,8 @@ class Batch:
     requests: tuple[tuple[Datum, ...], ...]
     lines: int
     malformed_lines: int
+    # uri -> (lines, malformed lines) read from that file
+    file_lines: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -54,6 +56,7 @@ class Batch:
                 "requests": [[d.to_json() for d in request] for request in self.requests],
                 "lines": self.lines,
                 "malformed_lines": self.malformed_lines,
+                "file_lines": {uri: list(counts) for uri, counts in self.file_lines.items()},
             }
         )
 
@@ -65,8 +68,16 @@ class Batch:
             for f in data["files"]
         )
         requests = tuple(tuple(Datum.from_json(d) for d in request) for request in data["requests"])
+        file_lines = {uri: (int(c[0]), int(c[1])) for uri, c in data.get("file_lines", {}).items()}
         return cls(
-            data["id"], data["target"], data["namespace"], files, requests, data["lines"], data["malformed_lines"]
+            data["id"],
+            data["target"],
+            data["namespace"],
+            files,
+            requests,
+            data["lines"],
+            data["malformed_lines"],
+            file_lines,
         )
 
 
@@ -98,11 +109,33 @@ class Ledger(Protocol):
 
     def commit(self, batch_id: str, at: datetime) -> None: ...
 
+    def fingerprint(self, target: str) -> str | None:
+        """The fingerprint of the query text that published under this target, if it published."""
+        ...
+
+    def set_fingerprint(self, target: str, fingerprint: str, at: datetime) -> None: ...
+
+    def file_records(self, target: str) -> list[FileRecord]:
+        """Every recorded file of the target, for `cfmetrics status`."""
+        ...
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    uri: str
+    distribution_id: str
+    hour: datetime
+    size: int
+    lines: int | None
+    malformed_lines: int | None
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
   target TEXT NOT NULL, uri TEXT NOT NULL, distribution_id TEXT NOT NULL, hour TEXT NOT NULL, size INTEGER NOT NULL,
-  batch_id TEXT NOT NULL, recorded_at TEXT NOT NULL, PRIMARY KEY (target, uri));
+  batch_id TEXT NOT NULL, recorded_at TEXT NOT NULL, lines INTEGER, malformed_lines INTEGER,
+  PRIMARY KEY (target, uri));
+CREATE TABLE IF NOT EXISTS queries (target TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, recorded_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS batches (
   id TEXT PRIMARY KEY, target TEXT NOT NULL, created_at TEXT NOT NULL, payload TEXT NOT NULL,
   sent INTEGER NOT NULL DEFAULT 0, in_flight INTEGER, committed_at TEXT, lines INTEGER NOT NULL,
@@ -152,6 +185,26 @@ class LocalLedger:
             self.db.execute("ROLLBACK") if self.db.in_transaction else None
             raise LedgerError(f"{self.folder}: ledger write failed ({exc})") from exc
 
+    def fingerprint(self, target: str) -> str | None:
+        row = self.db.execute("SELECT fingerprint FROM queries WHERE target = ?", (target,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_fingerprint(self, target: str, fingerprint: str, at: datetime) -> None:
+        self._write(
+            "INSERT INTO queries (target, fingerprint, recorded_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (target) DO UPDATE SET fingerprint = excluded.fingerprint, recorded_at = excluded.recorded_at",
+            target,
+            fingerprint,
+            at.isoformat(),
+        )
+
+    def file_records(self, target: str) -> list[FileRecord]:
+        rows = self.db.execute(
+            "SELECT uri, distribution_id, hour, size, lines, malformed_lines FROM files WHERE target = ? ORDER BY uri",
+            (target,),
+        )
+        return [FileRecord(u, d, datetime.fromisoformat(h), s, n, m) for u, d, h, s, n, m in rows]
+
     def recorded(self, target: str, files: Sequence[LogFile] | None = None) -> set[str]:
         found = {uri for (uri,) in self.db.execute("SELECT uri FROM files WHERE target = ?", (target,))}
         return found if files is None else found & {f.uri for f in files}
@@ -186,10 +239,10 @@ class LocalLedger:
         try:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany(
-                "INSERT INTO files (target, uri, distribution_id, hour, size, batch_id, recorded_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(batch.target, f.uri, f.distribution_id, f.hour.isoformat(), f.size, batch_id, at.isoformat())
-                 for f in batch.files],
+                "INSERT INTO files (target, uri, distribution_id, hour, size, batch_id, recorded_at, lines, "
+                "malformed_lines) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(batch.target, f.uri, f.distribution_id, f.hour.isoformat(), f.size, batch_id, at.isoformat(),
+                  *batch.file_lines.get(f.uri, (None, None))) for f in batch.files],
             )  # fmt: skip
             self.db.execute("UPDATE batches SET committed_at = ? WHERE id = ?", (at.isoformat(), batch_id))
             self.db.execute("COMMIT")

@@ -27,3 +27,8 @@ MAX_ATHENA_QUERY_BYTES = 262_144
 # CloudFront standard logs, https://docs.aws.amazon.com/AmazonCloudFront/latest/DeveloperGuide/standard-logging-legacy-s3.html
 # "some or all log file entries for a time period can sometimes be delayed by up to 24 hours".
 MAX_LOG_DELIVERY_DELAY = timedelta(hours=24)
+
+# Athena pricing, https://aws.amazon.com/athena/pricing/ (us-east-1, SQL queries): "$5.00 per TB of data scanned",
+# "rounded up to the nearest megabyte, with a 10 MB minimum per query".
+ATHENA_USD_PER_TB = 5.0
+ATHENA_MIN_BYTES_PER_QUERY = 10 * 1024 * 1024

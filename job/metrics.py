@@ -29,11 +29,12 @@ class Unit(Enum):
 
 
 class Grouping(Enum):
-    """The query's grouping_id: which GROUPING SETS entry a row belongs to."""
+    """The query's grouping_id, grouping(minute, result_type, time_taken_bucket_ms, file): a bit per column left out."""
 
-    MINUTE_BY_RESULT_TYPE = 1
-    MINUTE_BY_TIME_TAKEN = 2
-    MINUTE = 3
+    MINUTE = 0b0111
+    MINUTE_BY_RESULT_TYPE = 0b0011
+    MINUTE_BY_TIME_TAKEN = 0b0101
+    FILE = 0b1110
 
 
 class Metric(Enum):
@@ -100,6 +101,14 @@ class Datum:
 
 
 @dataclass(frozen=True)
+class FileLines:
+    """Lines read from one file, and how many of them were malformed."""
+
+    lines: int
+    malformed: int
+
+
+@dataclass(frozen=True)
 class MinuteMetrics:
     """What one query over a set of files amounts to."""
 
@@ -107,6 +116,7 @@ class MinuteMetrics:
     requests: int
     malformed_lines: int
     other_result_types: frozenset[str] = field(default_factory=frozenset)
+    files: Mapping[str, FileLines] = field(default_factory=dict)
 
 
 def as_utc_minute(value: Any) -> datetime:
@@ -144,13 +154,17 @@ def datums_from_rows(
     others: set[str] = set()
     by_type: dict[tuple[datetime, str], int] = defaultdict(int)
     histogram: dict[datetime, dict[float, float]] = defaultdict(dict)
+    files: dict[str, FileLines] = {}
     for row in rows:
         grouping = Grouping(int(row["grouping_id"]))
         count = int(row["requests"])
-        if _is_missing(row["minute"]):
-            if grouping is Grouping.MINUTE:
-                malformed += count
+        if grouping is Grouping.FILE:
+            bad = count - int(row["valid_requests"])
+            files[str(row["file"])] = FileLines(count, bad)
+            malformed += bad
             continue
+        if _is_missing(row["minute"]):
+            continue  # malformed lines: counted through their file's row
         minute = as_utc_minute(row["minute"])
         if grouping is Grouping.MINUTE:
             requests += count
@@ -174,4 +188,4 @@ def datums_from_rows(
         for chunk in _chunks(sorted(buckets.items()), MAX_VALUES_PER_DATUM):
             values, counts = zip(*chunk, strict=False)
             datums.append(Datum(Metric.TIME_TAKEN.value, base, minute, Unit.MILLISECONDS, values=values, counts=counts))
-    return MinuteMetrics(tuple(datums), requests, malformed, frozenset(others))
+    return MinuteMetrics(tuple(datums), requests, malformed, frozenset(others), files)

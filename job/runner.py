@@ -9,10 +9,10 @@ from itertools import groupby
 from typing import Protocol
 
 from job.engine import Engine
-from job.errors import ConfigError
+from job.errors import ConfigError, SqlChangedError
 from job.layout import Listing, LogFile
 from job.ledger import Batch, Ledger, PendingBatch, new_batch_id
-from job.limits import MAX_ATHENA_QUERY_BYTES, MAX_DATAPOINT_AGE
+from job.limits import ATHENA_MIN_BYTES_PER_QUERY, ATHENA_USD_PER_TB, MAX_ATHENA_QUERY_BYTES, MAX_DATAPOINT_AGE
 from job.metrics import DOCUMENTED_RESULT_TYPES, datums_from_rows
 from job.packing import check_datums, pack
 from job.sinks import Sink
@@ -60,6 +60,7 @@ class RunOptions:
     result_types: frozenset[str] = DOCUMENTED_RESULT_TYPES
     max_files_per_query: int = DEFAULT_MAX_FILES_PER_QUERY
     dry_run: bool = False
+    accept_changed_sql: bool = False
 
 
 @dataclass
@@ -80,13 +81,19 @@ class RunReport:
     unrecognised_paths: tuple[str, ...] = ()
     other_result_types: set[str] = field(default_factory=set)
     possible_duplicates: list[str] = field(default_factory=list)
+    chunks: list[list[LogFile]] = field(default_factory=list)
     files_done: list[LogFile] = field(default_factory=list)
     files_left: list[LogFile] = field(default_factory=list)
     stopped_early: bool = False
 
+    def athena_estimate(self) -> tuple[int, float]:
+        """(bytes billed, USD) if every chunk ran as one Athena query over its gzip files."""
+        billed = sum(max(ATHENA_MIN_BYTES_PER_QUERY, sum(f.size for f in chunk)) for chunk in self.chunks)
+        return billed, billed / 1e12 * ATHENA_USD_PER_TB
+
     def summary(self) -> str:
         return (
-            f"{self.files_new} new file(s), {self.files_already} already published; {self.lines:,} lines "
+            f"{self.files_already} file(s) already published, {self.files_new} new; {self.lines:,} lines "
             f"({self.malformed_lines:,} malformed) -> {self.datums:,} datums in {self.requests:,} PutMetricData "
             f"request(s)" + (f"; resumed {self.resumed_batches} interrupted batch(es)" if self.resumed_batches else "")
         )
@@ -128,11 +135,14 @@ class Job:
         options: RunOptions,
         log: Callable[[str], None] = lambda message: None,
         should_stop: Callable[[], bool] = lambda: False,
+        on_plan: Callable[[RunReport], None] = lambda report: None,
+        on_progress: Callable[[RunReport, list[LogFile]], None] = lambda report, chunk: None,
     ) -> None:
         self.store, self.engine, self.ledger, self.sink, self.query = store, engine, ledger, sink, query
         self.options = options
         self.log = log
         self.should_stop = should_stop
+        self.on_plan, self.on_progress = on_plan, on_progress
         self.target = f"{query.name}|{sink.key}|{options.namespace}"
 
     def run(self, now: datetime) -> RunReport:
@@ -142,9 +152,32 @@ class Job:
         with self.ledger.lock():
             for pending in self.ledger.pending(self.target):
                 self._resume(pending, now, report)
+            self._check_fingerprint(now)
             return self._run(now, report)
 
-    def _run(self, now: datetime, report: RunReport) -> RunReport:
+    def _check_fingerprint(self, now: datetime) -> None:
+        published = self.ledger.fingerprint(self.target)
+        current = self.query.fingerprint
+        if published is not None and published != current and not self.options.accept_changed_sql:
+            raise SqlChangedError(
+                f"{self.query.path} changed since it published to this destination (fingerprint {published} -> "
+                f"{current}). Publishing with the new text would mix two definitions under the same metric names. "
+                "Either save the new version as a new file in sql/ and run it with --query NAME (it keeps its own "
+                "ledger and backfills on its own; give it another --namespace if its metrics mean something else), "
+                "or pass --accept-changed-sql to publish the files not yet published with the new definition."
+            )
+        if published != current:
+            self.ledger.set_fingerprint(self.target, current, now)
+
+    def preview(self) -> RunReport:
+        """What a run would do, without querying or publishing: the new files and the queries they need."""
+        report = RunReport(target=self.target)
+        new = self._new_files(report)
+        report.chunks = self.plan(new)
+        report.files_left = list(new)
+        return report
+
+    def _new_files(self, report: RunReport) -> list[LogFile]:
         listing = self.store.list(self.options.window, self.options.distributions)
         report.unrecognised_paths = listing.unrecognised
         for path in listing.unrecognised[:10]:
@@ -156,18 +189,32 @@ class Job:
         report.files_new = len(new)
         report.bytes_new = sum(f.size for f in new)
         window = self.options.window or "all partitions"
-        self.log(f"{self.store} ({window}): {len(new)} new file(s), {report.files_already} already published")
-        budget = MAX_ATHENA_QUERY_BYTES - len(self.query.text.encode()) - 4096
-        for distribution_id, group in groupby(new, key=lambda f: f.distribution_id):
-            for chunk in chunk_files(list(group), self.options.max_files_per_query, budget):
-                if self.should_stop():
-                    report.stopped_early = True
-                    self.log("stopping before the time limit; the next run continues with the files left")
-                    break
-                self._process(distribution_id, chunk, now, report)
-                report.files_done.extend(chunk)
-        report.files_left = [f for f in new if f not in set(report.files_done)]
+        self.log(f"{self.store} ({window}): {report.files_already} file(s) already published, {len(new)} new")
+        return new
+
+    def _run(self, now: datetime, report: RunReport) -> RunReport:
+        new = self._new_files(report)
+        report.chunks = self.plan(new)
+        self.on_plan(report)
+        for chunk in report.chunks:
+            if self.should_stop():
+                report.stopped_early = True
+                self.log("stopping early; the next run continues with the files left")
+                break
+            self._process(chunk[0].distribution_id, chunk, now, report)
+            report.files_done.extend(chunk)
+            self.on_progress(report, chunk)
+        done = set(report.files_done)
+        report.files_left = [f for f in new if f not in done]
         return report
+
+    def plan(self, new: Sequence[LogFile]) -> list[list[LogFile]]:
+        """One query per chunk: one distribution's files, within Athena's query-size limit."""
+        budget = MAX_ATHENA_QUERY_BYTES - len(self.query.text.encode()) - 4096
+        chunks: list[list[LogFile]] = []
+        for _, group in groupby(new, key=lambda f: f.distribution_id):
+            chunks += chunk_files(list(group), self.options.max_files_per_query, budget)
+        return chunks
 
     def _process(self, distribution_id: str, files: list[LogFile], now: datetime, report: RunReport) -> None:
         params: dict[str, SqlValue] = {
@@ -191,6 +238,13 @@ class Job:
             requests=tuple(requests),
             lines=metrics.requests + metrics.malformed_lines,
             malformed_lines=metrics.malformed_lines,
+            # a file with no line (empty, header only) has no row of its own
+            file_lines={
+                f.uri: (metrics.files[f.uri].lines, metrics.files[f.uri].malformed)
+                if f.uri in metrics.files
+                else (0, 0)
+                for f in files
+            },
         )
         self.log(
             f"{distribution_id}: {len(files)} file(s), {batch.lines:,} lines ({batch.malformed_lines:,} malformed) "

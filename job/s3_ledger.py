@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from job.errors import LedgerError
 from job.layout import LogFile
-from job.ledger import Batch, PendingBatch
+from job.ledger import Batch, FileRecord, PendingBatch
 
 # Longer than Lambda's 15-minute maximum timeout, so a live run never loses its lease to the next one.
 LEASE_DURATION = timedelta(minutes=20)
@@ -118,6 +118,26 @@ class S3Ledger:
                 found |= set(current[0]["files"])
         return found if files is None else found & {f.uri for f in files}
 
+    def fingerprint(self, target: str) -> str | None:
+        current = self._get(f"{self._root(target)}query.json")
+        return None if current is None else str(current[0]["fingerprint"])
+
+    def set_fingerprint(self, target: str, fingerprint: str, at: datetime) -> None:
+        self._put(f"{self._root(target)}query.json", {"fingerprint": fingerprint, "at": at.isoformat()})
+
+    def file_records(self, target: str) -> list[FileRecord]:
+        records = []
+        for key in self._keys(f"{self._root(target)}files/"):
+            current = self._get(key)
+            if current is None or not key.endswith(".json"):
+                continue
+            distribution_id, stamp = key.removesuffix(".json").split("/")[-2:]
+            hour = datetime.strptime(stamp, "%Y%m%d%H").replace(tzinfo=UTC)
+            for uri, info in current[0]["files"].items():
+                lines, malformed = info.get("lines"), info.get("malformed_lines")
+                records.append(FileRecord(uri, distribution_id, hour, int(info["size"]), lines, malformed))
+        return sorted(records, key=lambda r: r.uri)
+
     def pending(self, target: str) -> list[PendingBatch]:
         batches = []
         for key in sorted(self._keys(f"{self.prefix}batches/")):
@@ -158,16 +178,18 @@ class S3Ledger:
         for log_file in batch.files:
             groups[self._partition_key(batch.target, log_file.distribution_id, log_file.hour)].append(log_file)
         for key, files in sorted(groups.items()):
-            self._add_files(key, files, batch_id, at)
+            self._add_files(key, files, batch, at)
         self._delete(self._batch_key(batch_id, "progress"))
         self._delete(self._batch_key(batch_id, "batch"))
 
-    def _add_files(self, key: str, files: Sequence[LogFile], batch_id: str, at: datetime) -> None:
+    def _add_files(self, key: str, files: Sequence[LogFile], batch: Batch, at: datetime) -> None:
         for _ in range(MAX_CONDITIONAL_RETRIES):
             current = self._get(key)
             body, etag = current if current else ({"files": {}}, None)
             for log_file in files:
-                body["files"].setdefault(log_file.uri, {"size": log_file.size, "batch": batch_id, "at": at.isoformat()})
+                lines, malformed = batch.file_lines.get(log_file.uri, (None, None))
+                record = {"size": log_file.size, "batch": batch.id, "at": at.isoformat(), "lines": lines}
+                body["files"].setdefault(log_file.uri, {**record, "malformed_lines": malformed})
             if self._put(key, body, if_match=etag, create_only=etag is None):
                 return
         raise LedgerError(f"s3://{self.bucket}/{key}: kept changing under {MAX_CONDITIONAL_RETRIES} attempts")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -65,6 +66,12 @@ class SqlFile:
             if colon.token_type is TokenType.COLON and name.start == colon.end + 1 and name.text.isidentifier():
                 found.append((colon.start, name.end + 1, name.text))
         return tuple(found)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """What the query computes: a hash of its tokens, so comments and layout do not count as a change."""
+        tokens = sqlglot.Dialect.get_or_raise("athena").tokenize(self.text)
+        return hashlib.sha256("\x1f".join(t.text for t in tokens).encode()).hexdigest()[:16]
 
     @property
     def parameters(self) -> frozenset[str]:

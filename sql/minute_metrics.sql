@@ -1,12 +1,15 @@
 -- Per-minute request counts by x-edge-result-type and the time-taken distribution of one distribution's log files.
 --
--- One scan, one result in long form; GROUPING SETS gives three kinds of row, told apart by grouping_id:
---   3  (minute)                 requests in the minute, and approx_percentile p50/p90/p99 of time-taken (ms)
---   1  (minute, result_type)    requests with that x-edge-result-type
---   2  (minute, time_taken_ms)  requests per time-taken histogram bucket (ms; exact below 100 ms, then buckets
---                               2 % wide whose value is within 1.5 % of every time-taken in them)
--- A line with no parseable date/time or no result type is malformed: it lands in the rows whose minute is NULL.
--- A line without a usable time-taken (older formats, '-') counts as a request but not in the distribution.
+-- One scan, one result in long form; GROUPING SETS gives four kinds of row, told apart by grouping_id
+-- (= grouping(minute, result_type, time_taken_bucket_ms, file), one bit per column left out):
+--    7  (minute)                 requests in the minute, and approx_percentile p50/p90/p99 of time-taken (ms)
+--    3  (minute, result_type)    requests with that x-edge-result-type
+--    5  (minute, time_taken_ms)  requests per time-taken histogram bucket (ms; exact below 100 ms, then buckets
+--                                2 % wide whose value is within 1.5 % of every time-taken in them)
+--   14  (file)                   lines read from each file (requests) and how many of them were valid
+-- A line with no parseable date/time or no result type is malformed: its minute is NULL, so it counts in its
+-- file's lines but not in valid_requests. A line without a usable time-taken (older formats, '-') counts as a
+-- request but not in the distribution.
 --
 -- Parameters:
 --   :distribution_id  the CloudFront distribution (the injected partition column needs an equality)
@@ -15,6 +18,7 @@
 --   :files            the log files to read ("$path" values): each run reads only files it has not processed
 WITH lines AS (
   SELECT
+    "$path" AS file,
     try(date_parse(concat("date", ' ', "time"), '%Y-%m-%d %H:%i:%s')) AS requested_at,
     x_edge_result_type AS result_type,
     try_cast(time_taken AS double) AS time_taken_s
@@ -25,6 +29,7 @@ WITH lines AS (
 ),
 classified AS (
   SELECT
+    file,
     CASE
       WHEN requested_at IS NOT NULL AND result_type IS NOT NULL AND result_type NOT IN ('', '-')
         THEN date_trunc('minute', requested_at)
@@ -37,6 +42,7 @@ classified AS (
 ),
 bucketed AS (
   SELECT
+    file,
     minute,
     result_type,
     time_taken_ms,
@@ -49,22 +55,26 @@ bucketed AS (
 grouped AS (
   SELECT
     minute,
-    grouping(result_type, time_taken_bucket_ms) AS grouping_id,
+    grouping(minute, result_type, time_taken_bucket_ms, file) AS grouping_id,
     result_type,
     time_taken_bucket_ms,
+    file,
     count(*) AS requests,
+    count(minute) AS valid_requests,
     approx_percentile(time_taken_ms, ARRAY[0.5, 0.9, 0.99]) AS percentiles
   FROM bucketed
-  GROUP BY GROUPING SETS ((minute), (minute, result_type), (minute, time_taken_bucket_ms))
+  GROUP BY GROUPING SETS ((minute), (minute, result_type), (minute, time_taken_bucket_ms), (file))
 )
 SELECT
   minute,
   grouping_id,
   result_type,
   time_taken_bucket_ms,
+  file,
   requests,
+  valid_requests,
   element_at(percentiles, 1) AS time_taken_p50_ms,
   element_at(percentiles, 2) AS time_taken_p90_ms,
   element_at(percentiles, 3) AS time_taken_p99_ms
 FROM grouped
-ORDER BY minute, grouping_id, result_type, time_taken_bucket_ms
+ORDER BY grouping_id, minute, result_type, time_taken_bucket_ms, file

@@ -22,6 +22,8 @@ from job.metrics import (
 )
 
 DIST = "E2EXAMPLE1ABCD"
+# grouping_id of the query's rows: grouping(minute, result_type, time_taken_bucket_ms, file)
+MINUTE, BY_TYPE, BY_BUCKET, BY_FILE = 0b0111, 0b0011, 0b0101, 0b1110
 BASE = (("DistributionId", DIST),)
 T0 = datetime(2026, 11, 28, 15, 4, tzinfo=UTC)
 
@@ -40,6 +42,8 @@ def row(
         "result_type": result_type,
         "time_taken_bucket_ms": bucket,
         "requests": requests,
+        "file": None,
+        "valid_requests": requests,
         "time_taken_p50_ms": percentiles[0],
         "time_taken_p90_ms": percentiles[1],
         "time_taken_p99_ms": percentiles[2],
@@ -53,11 +57,11 @@ def by_metric(datums: tuple[Datum, ...], metric: str) -> list[Datum]:
 def test_requests_total_and_per_result_type() -> None:
     t1 = T0 + timedelta(minutes=1)
     rows = [
-        row(T0, 3, 10, percentiles=(12, 80, 950)),
-        row(T0, 1, 7, "Hit"),
-        row(T0, 1, 3, "Miss"),
-        row(t1, 3, 5, percentiles=(1, 2, 3)),
-        row(t1, 1, 5, "Error"),
+        row(T0, MINUTE, 10, percentiles=(12, 80, 950)),
+        row(T0, BY_TYPE, 7, "Hit"),
+        row(T0, BY_TYPE, 3, "Miss"),
+        row(t1, MINUTE, 5, percentiles=(1, 2, 3)),
+        row(t1, BY_TYPE, 5, "Error"),
     ]
     result = datums_from_rows(rows, DIST)
     assert result.requests == 15
@@ -86,11 +90,11 @@ def test_requests_total_and_per_result_type() -> None:
 
 def test_unknown_result_types_become_other() -> None:
     rows = [
-        row(T0, 3, 10),
-        row(T0, 1, 4, "Hit"),
-        row(T0, 1, 2, "OriginShieldHit"),
-        row(T0, 1, 3, "FunctionThrottledError"),
-        row(T0, 1, 1, "Other"),  # a raw value that happens to be spelt like the bucket
+        row(T0, MINUTE, 10),
+        row(T0, BY_TYPE, 4, "Hit"),
+        row(T0, BY_TYPE, 2, "OriginShieldHit"),
+        row(T0, BY_TYPE, 3, "FunctionThrottledError"),
+        row(T0, BY_TYPE, 1, "Other"),  # a raw value that happens to be spelt like the bucket
     ]
     result = datums_from_rows(rows, DIST)
     per_type = {dict(d.dimensions).get("ResultType"): d.value for d in by_metric(result.datums, "Requests")}
@@ -99,7 +103,7 @@ def test_unknown_result_types_become_other() -> None:
 
 
 def test_every_documented_result_type_is_kept() -> None:
-    rows = [row(T0, 3, len(DOCUMENTED_RESULT_TYPES))] + [row(T0, 1, 1, t) for t in sorted(DOCUMENTED_RESULT_TYPES)]
+    rows = [row(T0, MINUTE, len(DOCUMENTED_RESULT_TYPES))] + [row(T0, BY_TYPE, 1, t) for t in sorted(DOCUMENTED_RESULT_TYPES)]
     result = datums_from_rows(rows, DIST)
     types = {dict(d.dimensions).get("ResultType") for d in by_metric(result.datums, "Requests")}
     assert types == {None, *DOCUMENTED_RESULT_TYPES}
@@ -107,7 +111,7 @@ def test_every_documented_result_type_is_kept() -> None:
 
 
 def test_custom_result_types() -> None:
-    rows = [row(T0, 1, 2, "Hit"), row(T0, 1, 3, "Miss")]
+    rows = [row(T0, BY_TYPE, 2, "Hit"), row(T0, BY_TYPE, 3, "Miss")]
     result = datums_from_rows(rows, DIST, result_types=frozenset({"Hit"}))
     per_type = {dict(d.dimensions)["ResultType"]: d.value for d in result.datums}
     assert per_type == {"Hit": 2.0, OTHER_RESULT_TYPE: 3.0}
@@ -117,15 +121,22 @@ def test_custom_result_types() -> None:
 @pytest.mark.parametrize("missing", [None, float("nan"), pd.NaT, ""], ids=["None", "nan", "NaT", "empty"])
 def test_malformed_rows_are_counted_not_published(missing: Any) -> None:
     rows = [
-        row(T0, 3, 10),
-        row(T0, 1, 10, "Hit"),
-        row(missing, 3, 4),  # lines with no parseable time or result type
-        row(missing, 1, 2, "Hit"),
-        row(missing, 1, 2, "-"),
-        row(missing, 2, 4, bucket=12),
+        row(T0, MINUTE, 10),
+        row(T0, BY_TYPE, 10, "Hit"),
+        row(missing, MINUTE, 4),  # lines with no parseable time or result type
+        row(missing, BY_TYPE, 2, "Hit"),
+        row(missing, BY_TYPE, 2, "-"),
+        row(missing, BY_BUCKET, 4, bucket=12),
+        # the file rows: 14 lines read, 10 of them valid
+        {**row(missing, BY_FILE, 9), "file": "s3://b/E2EXAMPLE1ABCD/2026/11/28/15/a.gz", "valid_requests": 6},
+        {**row(missing, BY_FILE, 5), "file": "s3://b/E2EXAMPLE1ABCD/2026/11/28/15/b.gz", "valid_requests": 4},
     ]
     result = datums_from_rows(rows, DIST)
     assert result.malformed_lines == 4
+    assert {k: (v.lines, v.malformed) for k, v in result.files.items()} == {
+        "s3://b/E2EXAMPLE1ABCD/2026/11/28/15/a.gz": (9, 3),
+        "s3://b/E2EXAMPLE1ABCD/2026/11/28/15/b.gz": (5, 1),
+    }
     assert result.requests == 10
     assert {d.timestamp for d in result.datums} == {T0}
     assert sum(d.value or 0 for d in result.datums if d.dimensions == BASE and d.metric == "Requests") == 10
@@ -133,8 +144,8 @@ def test_malformed_rows_are_counted_not_published(missing: Any) -> None:
 
 def test_missing_percentiles_and_buckets_publish_nothing() -> None:
     rows = [
-        row(T0, 3, 3, percentiles=(None, float("nan"), pd.NA)),
-        row(T0, 2, 3, bucket=None),  # lines without a usable time-taken
+        row(T0, MINUTE, 3, percentiles=(None, float("nan"), pd.NA)),
+        row(T0, BY_BUCKET, 3, bucket=None),  # lines without a usable time-taken
     ]
     result = datums_from_rows(rows, DIST)
     assert [d.metric for d in result.datums] == ["Requests"]
@@ -142,9 +153,9 @@ def test_missing_percentiles_and_buckets_publish_nothing() -> None:
 
 def test_histogram_over_150_buckets_is_split() -> None:
     buckets = {float(b): float(1 + b % 7) for b in range(0, 2 * 347, 2)}  # 347 distinct buckets
-    rows = [row(T0, 3, int(sum(buckets.values())))]
-    rows += [row(T0, 2, int(count), bucket=value) for value, count in reversed(buckets.items())]
-    rows += [row(T0 + timedelta(minutes=1), 2, 5, bucket=42)]
+    rows = [row(T0, MINUTE, int(sum(buckets.values())))]
+    rows += [row(T0, BY_BUCKET, int(count), bucket=value) for value, count in reversed(buckets.items())]
+    rows += [row(T0 + timedelta(minutes=1), BY_BUCKET, 5, bucket=42)]
     result = datums_from_rows(rows, DIST)
     histograms = [d for d in by_metric(result.datums, "TimeTaken") if d.timestamp == T0]
     assert len(histograms) == math.ceil(347 / MAX_VALUES_PER_DATUM)
@@ -163,7 +174,7 @@ def test_histogram_over_150_buckets_is_split() -> None:
 
 
 def test_histogram_of_exactly_150_buckets_is_one_datum() -> None:
-    rows = [row(T0, 2, 1, bucket=b) for b in range(MAX_VALUES_PER_DATUM)]
+    rows = [row(T0, BY_BUCKET, 1, bucket=b) for b in range(MAX_VALUES_PER_DATUM)]
     histograms = by_metric(datums_from_rows(rows, DIST).datums, "TimeTaken")
     assert len(histograms) == 1
     assert histograms[0].values == tuple(float(b) for b in range(MAX_VALUES_PER_DATUM))
@@ -176,11 +187,11 @@ def test_rows_from_a_simulated_query_give_consistent_totals() -> None:
     ]
     rows = []
     for minute, n in Counter(m for m, _, _ in lines).items():
-        rows.append(row(minute, 3, n))
+        rows.append(row(minute, MINUTE, n))
     for (minute, result_type), n in Counter((m, r) for m, r, _ in lines).items():
-        rows.append(row(minute, 1, n, result_type))
+        rows.append(row(minute, BY_TYPE, n, result_type))
     for (minute, bucket), n in Counter((m, b) for m, _, b in lines).items():
-        rows.append(row(minute, 2, n, bucket=bucket))
+        rows.append(row(minute, BY_BUCKET, n, bucket=bucket))
     result = datums_from_rows(rows, DIST)
     assert result.requests == len(lines)
     per_type = [d for d in by_metric(result.datums, "Requests") if d.dimensions != BASE]
@@ -238,7 +249,7 @@ def test_minute_of_other_types_is_refused() -> None:
     "value", [datetime(2026, 11, 28, 15, 4), "2026-11-28 15:04:00", pd.Timestamp("2026-11-28 15:04", tz="UTC")]
 )
 def test_datums_carry_aware_utc_timestamps(value: Any) -> None:
-    result = datums_from_rows([row(value, 3, 1), row(value, 1, 1, "Hit"), row(value, 2, 1, bucket=5)], DIST)
+    result = datums_from_rows([row(value, MINUTE, 1), row(value, BY_TYPE, 1, "Hit"), row(value, BY_BUCKET, 1, bucket=5)], DIST)
     assert {d.timestamp for d in result.datums} == {EXPECTED_MINUTE}
     assert all(d.timestamp.tzinfo is not None for d in result.datums)
 

@@ -230,8 +230,8 @@ def logs() -> Iterator[duckdb.DuckDBPyConnection]:
 
 def total_requests(con: duckdb.DuckDBPyConnection, text: str, bind: list[object] | None = None) -> int:
     rows = con.execute(to_duckdb(text, MINUTE_METRICS), bind or []).fetchall()
-    # column 1 is grouping_id, column 4 requests: grouping 3 rows are the per-minute totals
-    return sum(int(r[4]) for r in rows if r[1] == 3)
+    # column 1 is grouping_id, column 5 requests: grouping 0b0111 rows are the per-minute totals
+    return sum(int(r[5]) for r in rows if r[1] == 0b0111)
 
 
 def table_intact(con: duckdb.DuckDBPyConnection) -> bool:

@@ -511,7 +511,7 @@ def test_metrics_query_partition_range_and_filters(con: Connection) -> None:
     cursor = con.execute(to_duckdb(rendered.text, sql.name), rendered.bind_values())
     names = [d[0] for d in cursor.description or ()]
     result = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
-    per_minute = {r["minute"]: r["requests"] for r in result if r["grouping_id"] == 3}
+    per_minute = {r["minute"]: r["requests"] for r in result if r["grouping_id"] == 0b0111}
     expected: Counter[datetime] = Counter()
     for row in rows:
         partition = f"{row['year']}{row['month']}{row['day']}{row['hour']}"
@@ -520,11 +520,11 @@ def test_metrics_query_partition_range_and_filters(con: Connection) -> None:
     assert sum(expected.values()) == 3 + 4
     assert per_minute == dict(expected)
     # every line took 12 ms: p50/p90/p99 and the histogram say so
-    minute_rows = [r for r in result if r["grouping_id"] == 3]
+    minute_rows = [r for r in result if r["grouping_id"] == 0b0111]
     assert {(r["time_taken_p50_ms"], r["time_taken_p90_ms"], r["time_taken_p99_ms"]) for r in minute_rows} == {
         (12, 12, 12)
     }
-    histogram = [(r["time_taken_bucket_ms"], r["requests"]) for r in result if r["grouping_id"] == 2]
+    histogram = [(r["time_taken_bucket_ms"], r["requests"]) for r in result if r["grouping_id"] == 0b0101]
     assert sorted(histogram) == sorted((12, n) for n in expected.values())
 
 
