@@ -30,7 +30,7 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest
 
-test: lint typecheck unit
+test: template-check lint typecheck unit
 
 demo: $(STAMP)
 	$(BIN)/cfmetrics demo
@@ -39,4 +39,38 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) demo-output .cfmetrics-state .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-sam .aws-sam demo-output .cfmetrics-state .pytest_cache .mypy_cache .ruff_cache
+
+# --- AWS deployment (template.yml) ------------------------------------------------------------------------
+# aws-sam-cli pins its own boto3/botocore, which clash with the project's, so it lives in a venv of its own.
+SAM_VENV := .venv-sam
+SAM_STAMP := $(SAM_VENV)/.installed-stamp
+
+.PHONY: template-check build-CfMetricsFunction build-LegacyMoverFunction
+
+$(SAM_STAMP):
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet 'aws-sam-cli>=1.120'
+	@touch $@
+
+# Offline: cfn-lint, then SAM's own validation with its linter (no AWS account or credentials needed).
+template-check: $(STAMP) $(SAM_STAMP)
+	$(BIN)/cfn-lint template.yml
+	SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam validate --lint --region us-east-1 -t template.yml
+
+# `sam build` runs these (Metadata: BuildMethod: makefile) with ARTIFACTS_DIR set: only job/ and sql/ ship;
+# awswrangler, pandas and pyarrow come from the AWS SDK for pandas layer, boto3 from the runtime.
+build-CfMetricsFunction:
+	@test -n "$(ARTIFACTS_DIR)" || { echo "ARTIFACTS_DIR is not set: run this through sam build"; exit 1; }
+	mkdir -p "$(ARTIFACTS_DIR)"
+	cp -R job sql "$(ARTIFACTS_DIR)/"
+	find "$(ARTIFACTS_DIR)" -name __pycache__ -type d -prune -exec rm -rf {} +
+	find "$(ARTIFACTS_DIR)" -name '*.pyc' -delete
+
+build-LegacyMoverFunction:
+	@test -n "$(ARTIFACTS_DIR)" || { echo "ARTIFACTS_DIR is not set: run this through sam build"; exit 1; }
+	mkdir -p "$(ARTIFACTS_DIR)"
+	cp -R job "$(ARTIFACTS_DIR)/"
+	find "$(ARTIFACTS_DIR)" -name __pycache__ -type d -prune -exec rm -rf {} +
+	find "$(ARTIFACTS_DIR)" -name '*.pyc' -delete
