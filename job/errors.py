@@ -39,3 +39,7 @@ class LedgerError(CfMetricsError):
 
 class SqlChangedError(CfMetricsError):
     """A query's text changed after it published: old and new definitions would mix under one metric name."""
+
+
+class InFlightUnknown(CfMetricsError):
+    """A request was in flight when a run stopped, and reading the destination back cannot tell if it arrived."""

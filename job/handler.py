@@ -178,7 +178,6 @@ def lambda_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         "bytes_scanned": scanned,
         "athena_queries": [s.query_id for s in engine.stats],
         "duration_s": round(time.monotonic() - started, 3),
-        "possible_duplicates": report.possible_duplicates,
     }
     _log(message="run finished", **summary)
     return summary

@@ -7,16 +7,17 @@ import json
 import os
 import sqlite3
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
 from job.errors import LedgerError
 from job.layout import Layout, LogFile
-from job.metrics import Datum
+from job.limits import MAX_DATAPOINT_AHEAD
+from job.metrics import Datum, DatumKey
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class PendingBatch:
     batch: Batch
     sent: int
     in_flight: int | None
+    in_flight_at: datetime | None = None
 
 
 class Ledger(Protocol):
@@ -103,11 +105,16 @@ class Ledger(Protocol):
 
     def begin(self, batch: Batch) -> None: ...
 
-    def mark_in_flight(self, batch_id: str, index: int) -> None: ...
+    def mark_in_flight(self, batch_id: str, index: int, at: datetime) -> None: ...
 
     def mark_sent(self, batch_id: str, index: int) -> None: ...
 
     def commit(self, batch_id: str, at: datetime) -> None: ...
+
+    def published_samples(self, namespace: str, sink_key: str, keys: Collection[DatumKey]) -> dict[DatumKey, float]:
+        """SampleCount this ledger knows it published per key (committed batches, and the confirmed requests of
+        pending ones), over every target that writes to this sink and namespace."""
+        ...
 
     def fingerprint(self, target: str) -> str | None:
         """The fingerprint of the query text that published under this target, if it published."""
@@ -138,7 +145,7 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE TABLE IF NOT EXISTS queries (target TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, recorded_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS batches (
   id TEXT PRIMARY KEY, target TEXT NOT NULL, created_at TEXT NOT NULL, payload TEXT NOT NULL,
-  sent INTEGER NOT NULL DEFAULT 0, in_flight INTEGER, committed_at TEXT, lines INTEGER NOT NULL,
+  sent INTEGER NOT NULL DEFAULT 0, in_flight INTEGER, in_flight_at TEXT, committed_at TEXT, lines INTEGER NOT NULL,
   malformed_lines INTEGER NOT NULL);
 """
 
@@ -185,6 +192,26 @@ class LocalLedger:
             self.db.execute("ROLLBACK") if self.db.in_transaction else None
             raise LedgerError(f"{self.folder}: ledger write failed ({exc})") from exc
 
+    def published_samples(self, namespace: str, sink_key: str, keys: Collection[DatumKey]) -> dict[DatumKey, float]:
+        wanted = set(keys)
+        totals: dict[DatumKey, float] = dict.fromkeys(wanted, 0.0)
+        if not wanted:
+            return totals
+        rows = self.db.execute(
+            "SELECT payload, sent, committed_at FROM batches WHERE target LIKE ? AND created_at >= ?",
+            (f"%|{sink_key}|%", oldest_batch_for(wanted).isoformat()),
+        )
+        for payload, sent, committed_at in rows:
+            batch = Batch.from_json(payload)
+            if batch.namespace != namespace:
+                continue
+            confirmed = batch.requests if committed_at else batch.requests[:sent]
+            for request in confirmed:
+                for datum in request:
+                    if datum.key in wanted:
+                        totals[datum.key] += datum.samples
+        return totals
+
     def fingerprint(self, target: str) -> str | None:
         row = self.db.execute("SELECT fingerprint FROM queries WHERE target = ?", (target,)).fetchone()
         return None if row is None else str(row[0])
@@ -211,11 +238,14 @@ class LocalLedger:
 
     def pending(self, target: str) -> list[PendingBatch]:
         rows = self.db.execute(
-            "SELECT payload, sent, in_flight FROM batches "
+            "SELECT payload, sent, in_flight, in_flight_at FROM batches "
             "WHERE target = ? AND committed_at IS NULL ORDER BY created_at",
             (target,),
         )
-        return [PendingBatch(Batch.from_json(p), sent, in_flight) for p, sent, in_flight in rows]
+        return [
+            PendingBatch(Batch.from_json(p), sent, in_flight, datetime.fromisoformat(at) if at else None)
+            for p, sent, in_flight, at in rows
+        ]
 
     def begin(self, batch: Batch) -> None:
         self._write(
@@ -224,8 +254,8 @@ class LocalLedger:
             batch.malformed_lines,
         )  # fmt: skip
 
-    def mark_in_flight(self, batch_id: str, index: int) -> None:
-        self._write("UPDATE batches SET in_flight = ? WHERE id = ?", index, batch_id)
+    def mark_in_flight(self, batch_id: str, index: int, at: datetime) -> None:
+        self._write("UPDATE batches SET in_flight = ?, in_flight_at = ? WHERE id = ?", index, at.isoformat(), batch_id)
 
     def mark_sent(self, batch_id: str, index: int) -> None:
         self._write("UPDATE batches SET sent = ?, in_flight = NULL WHERE id = ?", index + 1, batch_id)
@@ -249,6 +279,12 @@ class LocalLedger:
         except sqlite3.Error as exc:
             self.db.execute("ROLLBACK") if self.db.in_transaction else None
             raise LedgerError(f"{self.folder}: cannot record batch {batch_id} ({exc})") from exc
+
+
+def oldest_batch_for(keys: Collection[DatumKey]) -> datetime:
+    """No batch created before this can hold these minutes: CloudWatch takes timestamps at most 2 h ahead."""
+    oldest: datetime = min(minute for _, _, minute in keys) - MAX_DATAPOINT_AHEAD - timedelta(hours=1)
+    return oldest
 
 
 def new_batch_id(files: Sequence[LogFile]) -> str:

@@ -32,3 +32,7 @@ MAX_LOG_DELIVERY_DELAY = timedelta(hours=24)
 # "rounded up to the nearest megabyte, with a 10 MB minimum per query".
 ATHENA_USD_PER_TB = 5.0
 ATHENA_MIN_BYTES_PER_QUERY = 10 * 1024 * 1024
+
+# CloudWatch GetMetricData, https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_GetMetricData.html:
+# "You can include up to 500 MetricDataQuery structures in one request".
+MAX_QUERIES_PER_GET = 500

@@ -52,6 +52,9 @@ PERCENTILE_COLUMNS = {
 }
 
 
+DatumKey = tuple[str, tuple[tuple[str, str], ...], datetime]
+
+
 @dataclass(frozen=True)
 class Datum:
     """One CloudWatch MetricDatum: a single Value, or a distribution as Values/Counts."""
@@ -63,6 +66,16 @@ class Datum:
     value: float | None = None
     values: tuple[float, ...] = ()
     counts: tuple[float, ...] = ()
+
+    @property
+    def key(self) -> DatumKey:
+        """What CloudWatch merges datapoints on: metric, dimensions and minute."""
+        return (self.metric, self.dimensions, self.timestamp)
+
+    @property
+    def samples(self) -> float:
+        """What this datum adds to CloudWatch's SampleCount statistic."""
+        return 1.0 if self.value is not None else float(sum(self.counts))
 
     def numbers(self) -> tuple[float, ...]:
         return (self.value,) if self.value is not None else self.values + self.counts

@@ -9,11 +9,11 @@ from itertools import groupby
 from typing import Protocol
 
 from job.engine import Engine
-from job.errors import ConfigError, SqlChangedError
+from job.errors import ConfigError, InFlightUnknown, SqlChangedError
 from job.layout import Listing, LogFile
 from job.ledger import Batch, Ledger, PendingBatch, new_batch_id
 from job.limits import ATHENA_MIN_BYTES_PER_QUERY, ATHENA_USD_PER_TB, MAX_ATHENA_QUERY_BYTES, MAX_DATAPOINT_AGE
-from job.metrics import DOCUMENTED_RESULT_TYPES, datums_from_rows
+from job.metrics import DOCUMENTED_RESULT_TYPES, DatumKey, datums_from_rows
 from job.packing import check_datums, pack
 from job.sinks import Sink
 from job.sql_files import SqlFile
@@ -80,7 +80,6 @@ class RunReport:
     requests: int = 0
     unrecognised_paths: tuple[str, ...] = ()
     other_result_types: set[str] = field(default_factory=set)
-    possible_duplicates: list[str] = field(default_factory=list)
     chunks: list[list[LogFile]] = field(default_factory=list)
     files_done: list[LogFile] = field(default_factory=list)
     files_left: list[LogFile] = field(default_factory=list)
@@ -137,12 +136,13 @@ class Job:
         should_stop: Callable[[], bool] = lambda: False,
         on_plan: Callable[[RunReport], None] = lambda report: None,
         on_progress: Callable[[RunReport, list[LogFile]], None] = lambda report, chunk: None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store, self.engine, self.ledger, self.sink, self.query = store, engine, ledger, sink, query
         self.options = options
         self.log = log
         self.should_stop = should_stop
-        self.on_plan, self.on_progress = on_plan, on_progress
+        self.on_plan, self.on_progress, self.clock = on_plan, on_progress, clock
         self.target = f"{query.name}|{sink.key}|{options.namespace}"
 
     def run(self, now: datetime) -> RunReport:
@@ -266,7 +266,7 @@ class Job:
         # The journal marks a request in flight before it is sent and sent once it is accepted, so a crash
         # leaves at most one request whose fate is unknown.
         for index in range(start, len(batch.requests)):
-            self.ledger.mark_in_flight(batch.id, index)
+            self.ledger.mark_in_flight(batch.id, index, self.clock())
             self.sink.put(batch.namespace, batch.requests[index])
             self.ledger.mark_sent(batch.id, index)
             report.requests += 1
@@ -278,13 +278,53 @@ class Job:
             # The files were recorded and only the journal's cleanup was lost: nothing to send.
             self.ledger.commit(batch.id, now)
             return
+        start = pending.sent
         if pending.in_flight is not None:
-            message = (
-                f"batch {batch.id}: request {pending.in_flight + 1}/{len(batch.requests)} was in flight when a run "
-                "stopped; it is sent again, so CloudWatch may count its datums twice"
-            )
-            report.possible_duplicates.append(message)
-            self.log("WARNING " + message)
-        self.log(f"resuming batch {batch.id}: {len(batch.requests) - pending.sent} request(s) left")
+            if self._arrived(pending):
+                self.log(f"batch {batch.id}: request {pending.in_flight + 1} had arrived before the run stopped")
+                self.ledger.mark_sent(batch.id, pending.in_flight)
+                start = pending.in_flight + 1
+            else:
+                self.log(f"batch {batch.id}: request {pending.in_flight + 1} had not arrived; sending it")
+                start = pending.in_flight
+        self.log(f"resuming batch {batch.id}: {len(batch.requests) - start} request(s) left")
         report.resumed_batches += 1
-        self._publish(batch, start=pending.sent, now=now, report=report)
+        self._publish(batch, start=start, now=now, report=report)
+
+    def _arrived(self, pending: PendingBatch) -> bool:
+        """Whether the request in flight when a run stopped reached the destination, read back from it.
+
+        The ledger knows what it published for each key (metric, dimensions, minute) before that request; the
+        destination holds that much if the request was lost, that much plus the request if it arrived. Anything
+        else (another writer, data not visible yet) is reported, never guessed.
+        """
+        batch, index = pending.batch, pending.in_flight
+        assert index is not None
+        request = batch.requests[index]
+        where = f"batch {batch.id}, request {index + 1}/{len(batch.requests)}"
+        if pending.in_flight_at is not None and self.clock() - pending.in_flight_at < self.sink.settle:
+            wait = pending.in_flight_at + self.sink.settle - self.clock()
+            raise InFlightUnknown(
+                f"{where} was in flight {(self.clock() - pending.in_flight_at).seconds} s ago; the destination may "
+                f"not show it yet. Run again in {wait.seconds + 1} s: the run then reads it back and decides."
+            )
+        keys = {d.key for d in request}
+        held = self.sink.sample_counts(batch.namespace, keys)
+        if held is None:
+            raise InFlightUnknown(f"{where}: the destination cannot be read back to tell if it arrived")
+        before = self.ledger.published_samples(batch.namespace, self.sink.key, keys)
+        added: dict[DatumKey, float] = dict.fromkeys(keys, 0.0)
+        for datum in request:
+            added[datum.key] += datum.samples
+        if all(held[k] == before[k] + added[k] for k in keys):
+            return True
+        if all(held[k] == before[k] for k in keys):
+            return False
+        # keys disagreeing with both outcomes, or (a request arrives whole or not at all) a mix of the two
+        differing = next((k for k in keys if held[k] not in (before[k], before[k] + added[k])), next(iter(keys)))
+        raise InFlightUnknown(
+            f"{where}: cannot tell whether it arrived: for {differing[0]} {dict(differing[1])} at "
+            f"{differing[2]:%Y-%m-%dT%H:%MZ} the destination holds {held[differing]:g} samples, the ledger expected "
+            f"{before[differing]:g} (lost) or {before[differing] + added[differing]:g} (arrived). Another writer may "
+            "publish to this namespace. Nothing was sent; the batch stays pending."
+        )

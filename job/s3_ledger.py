@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,7 +15,8 @@ from botocore.exceptions import ClientError
 
 from job.errors import LedgerError
 from job.layout import LogFile
-from job.ledger import Batch, FileRecord, PendingBatch
+from job.ledger import Batch, FileRecord, PendingBatch, oldest_batch_for
+from job.metrics import DatumKey
 
 # Longer than Lambda's 15-minute maximum timeout, so a live run never loses its lease to the next one.
 LEASE_DURATION = timedelta(minutes=20)
@@ -118,6 +119,29 @@ class S3Ledger:
                 found |= set(current[0]["files"])
         return found if files is None else found & {f.uri for f in files}
 
+    def published_samples(self, namespace: str, sink_key: str, keys: Collection[DatumKey]) -> dict[DatumKey, float]:
+        wanted = set(keys)
+        totals: dict[DatumKey, float] = dict.fromkeys(wanted, 0.0)
+        if not wanted:
+            return totals
+        since = oldest_batch_for(wanted).strftime("%Y%m%dT%H%M%S")
+        journals: list[tuple[Batch, int | None]] = []
+        for key in self._keys(f"{self.prefix}done/"):
+            if key.rsplit("/", 1)[-1] >= since:  # batch ids start with their creation time
+                stored = self._get(key)
+                if stored is not None:
+                    journals.append((Batch.from_json(json.dumps(stored[0])), None))
+        for pending in self.pending_all():
+            journals.append((pending.batch, pending.sent))
+        for batch, sent in journals:
+            if batch.namespace != namespace or f"|{sink_key}|" not in batch.target:
+                continue
+            for request in batch.requests if sent is None else batch.requests[:sent]:
+                for datum in request:
+                    if datum.key in wanted:
+                        totals[datum.key] += datum.samples
+        return totals
+
     def fingerprint(self, target: str) -> str | None:
         current = self._get(f"{self._root(target)}query.json")
         return None if current is None else str(current[0]["fingerprint"])
@@ -139,17 +163,21 @@ class S3Ledger:
         return sorted(records, key=lambda r: r.uri)
 
     def pending(self, target: str) -> list[PendingBatch]:
+        return [p for p in self.pending_all() if p.batch.target == target]
+
+    def pending_all(self) -> list[PendingBatch]:
         batches = []
         for key in sorted(self._keys(f"{self.prefix}batches/")):
             if not key.endswith(".batch.json"):
                 continue
             payload = self._get(key)
-            if payload is None or payload[0]["target"] != target:
+            if payload is None:
                 continue
             progress = self._get(key.replace(".batch.json", ".progress.json"))
             state: dict[str, Any] = progress[0] if progress else {"sent": 0, "in_flight": None}
             batch = Batch.from_json(json.dumps(payload[0]))
-            batches.append(PendingBatch(batch, int(state["sent"]), state["in_flight"]))
+            at = datetime.fromisoformat(state["in_flight_at"]) if state.get("in_flight_at") else None
+            batches.append(PendingBatch(batch, int(state["sent"]), state["in_flight"], at))
         return batches
 
     def _batch_key(self, batch_id: str, kind: str) -> str:
@@ -161,8 +189,9 @@ class S3Ledger:
             raise LedgerError(f"{self}: batch {batch.id} already exists")
         self._put(self._batch_key(batch.id, "progress"), {"sent": 0, "in_flight": None})
 
-    def mark_in_flight(self, batch_id: str, index: int) -> None:
-        self._put(self._batch_key(batch_id, "progress"), {"sent": index, "in_flight": index})
+    def mark_in_flight(self, batch_id: str, index: int, at: datetime) -> None:
+        progress = {"sent": index, "in_flight": index, "in_flight_at": at.isoformat()}
+        self._put(self._batch_key(batch_id, "progress"), progress)
 
     def mark_sent(self, batch_id: str, index: int) -> None:
         self._put(self._batch_key(batch_id, "progress"), {"sent": index + 1, "in_flight": None})
@@ -179,6 +208,9 @@ class S3Ledger:
             groups[self._partition_key(batch.target, log_file.distribution_id, log_file.hour)].append(log_file)
         for key, files in sorted(groups.items()):
             self._add_files(key, files, batch, at)
+        # The journal is kept under done/ (expired by the bucket's lifecycle) so a later run can tell what this
+        # ledger published when it must decide whether an interrupted request reached CloudWatch.
+        self._put(f"{self.prefix}done/{batch_id}.batch.json", stored[0])
         self._delete(self._batch_key(batch_id, "progress"))
         self._delete(self._batch_key(batch_id, "batch"))
 

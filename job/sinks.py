@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from job.errors import ConfigError, PublishError
-from job.metrics import Datum
+from job.limits import MAX_QUERIES_PER_GET
+from job.metrics import Datum, DatumKey
+
+# Real CloudWatch usually shows a datapoint within a minute or two of PutMetricData; wait this long before
+# deciding from a read that an interrupted request did not arrive.
+CLOUDWATCH_SETTLE = timedelta(minutes=3)
 
 
 class Sink(Protocol):
@@ -19,8 +25,14 @@ class Sink(Protocol):
 
     key: str  # identifies the destination in the ledger: each destination gets each file exactly once
     checks_timestamp_age: bool
+    # How long after a PutMetricData its datapoints may still be missing from a read (eventual consistency).
+    settle: timedelta
 
     def put(self, namespace: str, datums: Sequence[Datum]) -> None: ...
+
+    def sample_counts(self, namespace: str, keys: Collection[DatumKey]) -> dict[DatumKey, float] | None:
+        """SampleCount per key as the destination holds it now, or None if it cannot be read back."""
+        ...
 
 
 class CloudWatchSink:
@@ -28,9 +40,46 @@ class CloudWatchSink:
 
     checks_timestamp_age = True
 
-    def __init__(self, client: Any, key: str = "cloudwatch") -> None:
+    def __init__(self, client: Any, key: str = "cloudwatch", settle: timedelta = CLOUDWATCH_SETTLE) -> None:
         self.client = client
         self.key = key
+        self.settle = settle
+
+    def sample_counts(self, namespace: str, keys: Collection[DatumKey]) -> dict[DatumKey, float] | None:
+        ordered = sorted(keys, key=lambda k: (k[2], k[0], k[1]))
+        found: dict[DatumKey, float] = dict.fromkeys(ordered, 0.0)
+        for start in range(0, len(ordered), MAX_QUERIES_PER_GET):
+            chunk = ordered[start : start + MAX_QUERIES_PER_GET]
+            queries = [
+                {
+                    "Id": f"q{i}",
+                    "MetricStat": {
+                        "Metric": {
+                            "Namespace": namespace,
+                            "MetricName": metric,
+                            "Dimensions": [{"Name": n, "Value": v} for n, v in dims],
+                        },
+                        "Period": 60,
+                        "Stat": "SampleCount",
+                    },
+                }
+                for i, (metric, dims, _) in enumerate(chunk)
+            ]
+            first = min(k[2] for k in chunk)
+            last = max(k[2] for k in chunk) + timedelta(minutes=1)
+            try:
+                pages = self.client.get_paginator("get_metric_data").paginate(
+                    MetricDataQueries=queries, StartTime=first, EndTime=last
+                )
+                for page in pages:
+                    for result in page["MetricDataResults"]:
+                        metric_key = chunk[int(result["Id"][1:])]
+                        for stamp, value in zip(result["Timestamps"], result["Values"], strict=True):
+                            if stamp.astimezone(UTC) == metric_key[2]:
+                                found[metric_key] += float(value)
+            except (ClientError, BotoCoreError) as exc:
+                raise PublishError(f"CloudWatch GetMetricData failed while checking a request: {exc}") from exc
+        return found
 
     def put(self, namespace: str, datums: Sequence[Datum]) -> None:
         try:
@@ -43,10 +92,26 @@ class JsonlSink:
     """Appends one datum per line as JSON (the PutMetricData datum, Timestamp in ISO-8601 UTC)."""
 
     checks_timestamp_age = False
+    settle = timedelta(0)
 
     def __init__(self, path: Path) -> None:
         self.path = path.resolve()
         self.key = f"jsonl:{self.path}"
+
+    def sample_counts(self, namespace: str, keys: Collection[DatumKey]) -> dict[DatumKey, float] | None:
+        found: dict[DatumKey, float] = dict.fromkeys(keys, 0.0)
+        if not self.path.exists():
+            return found
+        with self.path.open(encoding="utf-8") as lines:
+            for line in lines:
+                try:
+                    data = json.loads(line)
+                    datum = Datum.from_json(data)
+                except (ValueError, KeyError):
+                    continue  # a line cut short by a crash was never a complete datum
+                if data.get("Namespace") == namespace and datum.key in found:
+                    found[datum.key] += datum.samples
+        return found
 
     def put(self, namespace: str, datums: Sequence[Datum]) -> None:
         lines = "".join(json.dumps({"Namespace": namespace, **d.to_json()}) + "\n" for d in datums)
@@ -61,6 +126,10 @@ class DryRunSink:
     """Prints what would be published, and publishes nothing."""
 
     checks_timestamp_age = False
+    settle = timedelta(0)
+
+    def sample_counts(self, namespace: str, keys: Collection[DatumKey]) -> dict[DatumKey, float] | None:
+        return None
 
     def __init__(self, stream: TextIO, key: str) -> None:
         self.stream = stream

@@ -57,14 +57,14 @@ def test_lifecycle(ledger: LocalLedger) -> None:
     assert ledger.pending(TARGET) == [PendingBatch(b, sent=0, in_flight=None)]
     assert ledger.recorded(TARGET) == set()
 
-    ledger.mark_in_flight("b1", 0)
-    assert ledger.pending(TARGET) == [PendingBatch(b, sent=0, in_flight=0)]
+    ledger.mark_in_flight("b1", 0, AT)
+    assert ledger.pending(TARGET) == [PendingBatch(b, sent=0, in_flight=0, in_flight_at=AT)]
     ledger.mark_sent("b1", 0)
     assert ledger.pending(TARGET) == [PendingBatch(b, sent=1, in_flight=None)]
-    ledger.mark_in_flight("b1", 1)
+    ledger.mark_in_flight("b1", 1, AT)
     ledger.mark_sent("b1", 1)
-    ledger.mark_in_flight("b1", 2)
-    assert ledger.pending(TARGET) == [PendingBatch(b, sent=2, in_flight=2)]
+    ledger.mark_in_flight("b1", 2, AT)
+    assert ledger.pending(TARGET) == [PendingBatch(b, sent=2, in_flight=2, in_flight_at=AT)]
     ledger.mark_sent("b1", 2)
     assert ledger.pending(TARGET) == [PendingBatch(b, sent=3, in_flight=None)]
     assert ledger.recorded(TARGET) == set(), "files are recorded only on commit"
@@ -80,12 +80,12 @@ def test_state_survives_reopening(tmp_path: Path) -> None:
     b2 = batch("b2", (log_file("b.gz"),))
     first.begin(b1)
     first.mark_sent("b1", 0)
-    first.mark_in_flight("b1", 1)
+    first.mark_in_flight("b1", 1, AT)
     first.begin(b2)
     first.commit("b2", AT)
     first.db.close()
     again = LocalLedger(tmp_path)
-    assert again.pending(TARGET) == [PendingBatch(b1, sent=1, in_flight=1)]
+    assert again.pending(TARGET) == [PendingBatch(b1, sent=1, in_flight=1, in_flight_at=AT)]
     assert again.recorded(TARGET) == {log_file("b.gz").uri}
 
 
