@@ -258,7 +258,9 @@ class LocalLedger:
         self._write("UPDATE batches SET in_flight = ?, in_flight_at = ? WHERE id = ?", index, at.isoformat(), batch_id)
 
     def mark_sent(self, batch_id: str, index: int) -> None:
-        self._write("UPDATE batches SET sent = ?, in_flight = NULL WHERE id = ?", index + 1, batch_id)
+        self._write(
+            "UPDATE batches SET sent = ?, in_flight = NULL, in_flight_at = NULL WHERE id = ?", index + 1, batch_id
+        )
 
     def commit(self, batch_id: str, at: datetime) -> None:
         """Record the batch's files and close it, in one transaction."""
