@@ -109,7 +109,9 @@ class Ledger(Protocol):
 
     def mark_sent(self, batch_id: str, index: int) -> None: ...
 
-    def commit(self, batch_id: str, at: datetime) -> None: ...
+    def commit(self, batch_id: str, at: datetime) -> None:
+        """Record the batch's files and close its journal; idempotent."""
+        ...
 
     def published_samples(self, namespace: str, sink_key: str, keys: Collection[DatumKey]) -> dict[DatumKey, float]:
         """SampleCount this ledger knows it published per key (committed batches, and the confirmed requests of
@@ -198,10 +200,12 @@ class LocalLedger:
         if not wanted:
             return totals
         rows = self.db.execute(
-            "SELECT payload, sent, committed_at FROM batches WHERE target LIKE ? AND created_at >= ?",
-            (f"%|{sink_key}|%", oldest_batch_for(wanted).isoformat()),
+            "SELECT target, payload, sent, committed_at FROM batches WHERE created_at >= ?",
+            (oldest_batch_for(wanted).isoformat(),),
         )
-        for payload, sent, committed_at in rows:
+        for target, payload, sent, committed_at in rows:
+            if target.split("|")[1:2] != [sink_key]:
+                continue
             batch = Batch.from_json(payload)
             if batch.namespace != namespace:
                 continue
@@ -263,15 +267,21 @@ class LocalLedger:
         )
 
     def commit(self, batch_id: str, at: datetime) -> None:
-        """Record the batch's files and close it, in one transaction."""
+        """Record the batch's files and close it, in one transaction; committing a batch twice changes nothing,
+        but a file another batch recorded is an error (it would have been published twice)."""
         row = self.db.execute("SELECT payload FROM batches WHERE id = ?", (batch_id,)).fetchone()
         if row is None:
             raise LedgerError(f"{self.folder}: no batch {batch_id} to commit")
         batch = Batch.from_json(row[0])
         try:
             self.db.execute("BEGIN IMMEDIATE")
+            for (uri,) in self.db.execute(
+                "SELECT uri FROM files WHERE target = ? AND batch_id != ? AND uri IN (SELECT value FROM json_each(?))",
+                (batch.target, batch_id, json.dumps([f.uri for f in batch.files])),
+            ):
+                raise sqlite3.IntegrityError(f"{uri} was already recorded by another batch")
             self.db.executemany(
-                "INSERT INTO files (target, uri, distribution_id, hour, size, batch_id, recorded_at, lines, "
+                "INSERT OR IGNORE INTO files (target, uri, distribution_id, hour, size, batch_id, recorded_at, lines, "
                 "malformed_lines) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(batch.target, f.uri, f.distribution_id, f.hour.isoformat(), f.size, batch_id, at.isoformat(),
                   *batch.file_lines.get(f.uri, (None, None))) for f in batch.files],

@@ -134,7 +134,7 @@ class S3Ledger:
         for pending in self.pending_all():
             journals.append((pending.batch, pending.sent))
         for batch, sent in journals:
-            if batch.namespace != namespace or f"|{sink_key}|" not in batch.target:
+            if batch.namespace != namespace or batch.target.split("|")[1:2] != [sink_key]:
                 continue
             for request in batch.requests if sent is None else batch.requests[:sent]:
                 for datum in request:

@@ -116,8 +116,16 @@ class JsonlSink:
     def put(self, namespace: str, datums: Sequence[Datum]) -> None:
         lines = "".join(json.dumps({"Namespace": namespace, **d.to_json()}) + "\n" for d in datums)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as out:
-            out.write(lines)
+        with self.path.open("a+b") as out:
+            # A crash can leave a last line cut short: drop it (it was never a whole datum) before appending.
+            end = out.seek(0, os.SEEK_END)
+            if end:
+                out.seek(max(0, end - 65536))
+                tail = out.read()
+                if not tail.endswith(b"\n"):
+                    cut = tail.rfind(b"\n")
+                    out.truncate(end - len(tail) + cut + 1 if cut >= 0 else max(0, end - len(tail)))
+            out.write(lines.encode("utf-8"))
             out.flush()
             os.fsync(out.fileno())
 

@@ -103,7 +103,9 @@ def test_unknown_result_types_become_other() -> None:
 
 
 def test_every_documented_result_type_is_kept() -> None:
-    rows = [row(T0, MINUTE, len(DOCUMENTED_RESULT_TYPES))] + [row(T0, BY_TYPE, 1, t) for t in sorted(DOCUMENTED_RESULT_TYPES)]
+    rows = [row(T0, MINUTE, len(DOCUMENTED_RESULT_TYPES))] + [
+        row(T0, BY_TYPE, 1, t) for t in sorted(DOCUMENTED_RESULT_TYPES)
+    ]
     result = datums_from_rows(rows, DIST)
     types = {dict(d.dimensions).get("ResultType") for d in by_metric(result.datums, "Requests")}
     assert types == {None, *DOCUMENTED_RESULT_TYPES}
@@ -249,7 +251,9 @@ def test_minute_of_other_types_is_refused() -> None:
     "value", [datetime(2026, 11, 28, 15, 4), "2026-11-28 15:04:00", pd.Timestamp("2026-11-28 15:04", tz="UTC")]
 )
 def test_datums_carry_aware_utc_timestamps(value: Any) -> None:
-    result = datums_from_rows([row(value, MINUTE, 1), row(value, BY_TYPE, 1, "Hit"), row(value, BY_BUCKET, 1, bucket=5)], DIST)
+    result = datums_from_rows(
+        [row(value, MINUTE, 1), row(value, BY_TYPE, 1, "Hit"), row(value, BY_BUCKET, 1, bucket=5)], DIST
+    )
     assert {d.timestamp for d in result.datums} == {EXPECTED_MINUTE}
     assert all(d.timestamp.tzinfo is not None for d in result.datums)
 
