@@ -9,7 +9,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from job.errors import CfMetricsError, ConfigError
 from job.layout import Layout, LocalLogStore, validate_distribution_id
 from job.limits import MAX_NAMESPACE_LENGTH
 from job.metrics import DEFAULT_NAMESPACE
+from job.sinks import CLOUDWATCH_SETTLE
 from job.sql_files import DEFAULT_SQL_DIR, MINUTE_METRICS, TABLE_DDL, SqlFile
 from job.sql_values import SqlValue, Varchar, VarcharList
 from job.window import HourWindow, parse_time, partition_key
@@ -73,7 +74,7 @@ def _build_job(args: argparse.Namespace, now: datetime, **hooks: Any) -> Any:
     else:
         key = f"cloudwatch@{args.endpoint_url or 'default'}"
         client = None if preview else cloudwatch_client(args.endpoint_url, args.region)
-        sink = CloudWatchSink(client, key=key)
+        sink = CloudWatchSink(client, key=key, settle=timedelta(seconds=args.in_flight_settle))
     window = effective_window(
         _time("--from", args.start), _time("--to", args.end), now, checks_age=sink.checks_timestamp_age
     )
@@ -270,6 +271,14 @@ def _job_options(parser: argparse.ArgumentParser, window_required: bool) -> None
     parser.add_argument("--sql-dir", default=str(DEFAULT_SQL_DIR), help="folder of the SQL files (default: sql/)")
     parser.add_argument(
         "--accept-changed-sql", action="store_true", help="publish with a query whose text changed since it published"
+    )
+    parser.add_argument(
+        "--in-flight-settle",
+        type=float,
+        default=CLOUDWATCH_SETTLE.total_seconds(),
+        metavar="SECONDS",
+        help="after a crash, wait this long before reading CloudWatch back to tell whether the request in flight "
+        "arrived (default 180; 0 for an endpoint that shows data at once, like moto)",
     )
     parser.add_argument("--threads", type=int, help="DuckDB threads (default: all cores)")
     parser.add_argument("--engine", choices=["duckdb", "athena"], default="duckdb", help="query engine (duckdb)")
