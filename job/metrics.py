@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
+from job.errors import ConfigError
 from job.limits import MAX_VALUES_PER_DATUM
 
 DEFAULT_NAMESPACE = "CloudFront/AccessLogs"
@@ -43,6 +45,19 @@ class Metric(Enum):
     TIME_TAKEN_P50 = "TimeTakenP50"
     TIME_TAKEN_P90 = "TimeTakenP90"
     TIME_TAKEN_P99 = "TimeTakenP99"
+
+
+# A column `metric_<words>` of a query's per-minute rows (grouping_id 7) is published as the Count metric
+# <Words> with the DistributionId dimension: how users add metrics by editing or adding files in sql/.
+EXTRA_METRIC_PREFIX = "metric_"
+_EXTRA_METRIC = re.compile(r"^metric_[a-z0-9_]{1,200}$")
+
+
+def extra_metric_name(column: str) -> str:
+    """metric_requests_5xx -> Requests5xx."""
+    if not _EXTRA_METRIC.fullmatch(column.lower()):
+        raise ConfigError(f"query column {column!r}: expected metric_ followed by letters, digits and underscores")
+    return "".join(word[:1].upper() + word[1:] for word in column.lower().removeprefix(EXTRA_METRIC_PREFIX).split("_"))
 
 
 PERCENTILE_COLUMNS = {
@@ -170,7 +185,7 @@ def datums_from_rows(
     files: dict[str, FileLines] = {}
     for row in rows:
         grouping = Grouping(int(row["grouping_id"]))
-        count = int(row["requests"])
+        count = 0 if _is_missing(row.get("requests")) else int(row["requests"])
         if grouping is Grouping.FILE:
             bad = count - int(row["valid_requests"])
             files[str(row["file"])] = FileLines(count, bad)
@@ -180,11 +195,15 @@ def datums_from_rows(
             continue  # malformed lines: counted through their file's row
         minute = as_utc_minute(row["minute"])
         if grouping is Grouping.MINUTE:
-            requests += count
-            datums.append(Datum(Metric.REQUESTS.value, base, minute, Unit.COUNT, value=float(count)))
+            if "requests" in row:
+                requests += count
+                datums.append(Datum(Metric.REQUESTS.value, base, minute, Unit.COUNT, value=float(count)))
             for metric, column in PERCENTILE_COLUMNS.items():
-                if not _is_missing(row[column]):
+                if not _is_missing(row.get(column)):
                     datums.append(Datum(metric.value, base, minute, Unit.MILLISECONDS, value=float(row[column])))
+            for column, value in row.items():
+                if column.startswith(EXTRA_METRIC_PREFIX) and not _is_missing(value):
+                    datums.append(Datum(extra_metric_name(column), base, minute, Unit.COUNT, value=float(value)))
         elif grouping is Grouping.MINUTE_BY_RESULT_TYPE:
             result_type = str(row["result_type"])
             if result_type not in result_types:

@@ -23,10 +23,12 @@ PROVEN_FUNCTIONS: frozenset[str] = frozenset(
         "Count",
         "Grouping",
         "If",  # sqlglot's node for a CASE branch (WHEN ... THEN ...)
+        "Like",  # x LIKE '5__': '_' one character, '%' any run, as in Trino
         "Ln",
         "Pow",
         "Round",
         "StrToTime",  # date_parse
+        "Sum",
         "TimestampTrunc",  # date_trunc('minute', ts)
         "Try",
         "TryCast",
@@ -41,8 +43,9 @@ def functions_used(sql: str) -> set[str]:
     except ParseError as exc:
         raise SqlTemplateError(f"cannot parse as Athena SQL: {exc}") from exc
     names = set()
-    # element_at parses to a Bracket and `/` to a Div, neither of them a Func, yet both translate with a catch.
-    for node in tree.find_all(exp.Func, exp.Bracket, exp.Div):
+    # element_at parses to a Bracket, `/` to a Div and LIKE to a Like, none of them a Func, yet each translates
+    # with a catch of its own.
+    for node in tree.find_all(exp.Func, exp.Bracket, exp.Div, exp.Like):
         names.add(f"Anonymous:{node.name}" if isinstance(node, exp.Anonymous) else type(node).__name__)
     return names
 

@@ -109,7 +109,7 @@ def test_ddl_is_a_create_statement_not_a_query(path: Path) -> None:
         ("SELECT map_agg(k, v) FROM t", "map_agg"),
         ("SELECT regexp_extract(u, 'a(b)', 1) FROM t", "RegexpExtract"),
         ("SELECT parse_datetime(s, 'yyyy-MM-dd') FROM t", "ParseDatetime"),
-        ("SELECT sum(x) FROM t", "Sum"),
+        ("SELECT avg(x) FROM t", "Avg"),
     ],
 )
 def test_unproven_function_is_refused(athena_sql: str, named: str) -> None:
@@ -133,6 +133,7 @@ TRINO_CALLS: dict[str, str] = {
     "ln": "Ln",
     "power": "Pow",
     "round": "Round",
+    "sum": "Sum",
     "try": "Try",
     "try_cast": "TryCast",
 }
@@ -415,7 +416,26 @@ def prove_div(con: Connection) -> None:
     assert scalar(con, "1e0 / 0e0") == float("inf")
 
 
-PROOFS.update({"Bracket": prove_element_at, "Div": prove_div})
+def prove_sum(con: Connection) -> None:
+    # Trino sum: NULLs ignored, NULL for no rows, bigint for integer input.
+    assert scalar(con, "(SELECT sum(x) FROM (VALUES (1), (NULL), (5)) AS t(x))") == 6
+    assert scalar(con, "(SELECT sum(x) FROM (VALUES (1)) AS t(x) WHERE x > 1)") is None
+    assert (
+        scalar(con, "(SELECT sum(CASE WHEN s LIKE '5__' THEN 1 ELSE 0 END) FROM (VALUES ('502'), ('200')) AS t(s))")
+        == 1
+    )
+
+
+def prove_like(con: Connection) -> None:
+    # Trino LIKE: '_' is exactly one character, '%' any run, case-sensitive, no implicit anchors beyond the pattern.
+    assert scalar(con, "'503' LIKE '5__'") is True
+    assert scalar(con, "'5003' LIKE '5__'") is False
+    assert scalar(con, "'000' LIKE '5%'") is False
+    assert scalar(con, "'Hit' LIKE 'hit'") is False
+    assert scalar(con, "'RefreshHit' LIKE '%Hit'") is True
+
+
+PROOFS.update({"Bracket": prove_element_at, "Div": prove_div, "Sum": prove_sum, "Like": prove_like})
 # Nodes proven outside PROOFS (none left: functions_used now reports Bracket and Div too).
 EXTRA_PROOFS: dict[str, Callable[[Connection], None]] = {}
 
