@@ -519,10 +519,11 @@ def test_results_bucket_is_private_encrypted_tls_only_and_expires_only_athena_re
     assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
     rules = bucket["LifecycleConfiguration"]["Rules"]
     expiring = [r for r in rules if "ExpirationInDays" in r or "ExpirationDate" in r]
-    assert [r["Prefix"] for r in expiring] == ["athena-results/"]
+    assert [r["Prefix"] for r in expiring] == ["athena-results/", "ledger/done/"]
     for r in rules:
         prefix = r.get("Prefix", r.get("Filter", {}).get("Prefix", ""))
         assert prefix and not "ledger/".startswith(prefix), f"a lifecycle rule reaches the ledger: {r}"
+        assert not prefix.startswith(("ledger/files", "ledger/batches", "ledger/lease")), r
     assert resources["ResultsBucket"]["DeletionPolicy"] == "Retain"
 
     policy = the_one(resources, "AWS::S3::BucketPolicy")
