@@ -17,7 +17,7 @@ from job import __version__
 from job.aws import client as aws_client
 from job.aws import session as aws_session
 from job.errors import CfMetricsError, ConfigError
-from job.layout import Layout, LocalLogStore, validate_distribution_id
+from job.layout import Layout, LocalLogStore, LogFormat, validate_distribution_id
 from job.limits import MAX_NAMESPACE_LENGTH
 from job.metrics import DEFAULT_NAMESPACE
 from job.sinks import CLOUDWATCH_SETTLE
@@ -170,7 +170,9 @@ def _store_and_engine(args: argparse.Namespace) -> tuple[Any, Any]:
     if not args.logs.startswith("s3://"):
         if args.engine == "athena":
             raise ConfigError(f"--engine athena needs an s3:// log root; {args.logs!r} is a local folder")
-        return LocalLogStore(Path(args.logs)), DuckDBEngine(SqlFile.load(TABLE_DDL, Path(args.sql_dir)), args.threads)
+        return LocalLogStore(Path(args.logs)), DuckDBEngine(
+            SqlFile.load(TABLE_DDL, Path(args.sql_dir)), args.threads, LogFormat(args.log_format)
+        )
     from job.s3_store import DownloadingEngine, S3LogStore, split_s3_uri
 
     session = aws_session(args.region)
@@ -178,7 +180,9 @@ def _store_and_engine(args: argparse.Namespace) -> tuple[Any, Any]:
     bucket, prefix = split_s3_uri(args.logs)
     store = S3LogStore(s3, bucket, prefix, Layout(args.layout))
     if args.engine == "duckdb":
-        return store, DownloadingEngine(DuckDBEngine(SqlFile.load(TABLE_DDL, Path(args.sql_dir)), args.threads), s3)
+        return store, DownloadingEngine(
+            DuckDBEngine(SqlFile.load(TABLE_DDL, Path(args.sql_dir)), args.threads, LogFormat(args.log_format)), s3
+        )
     from job.athena_engine import AthenaEngine
 
     if not args.athena_results:
@@ -283,6 +287,9 @@ def _job_options(parser: argparse.ArgumentParser, window_required: bool) -> None
     parser.add_argument("--threads", type=int, help="DuckDB threads (default: all cores)")
     parser.add_argument("--engine", choices=["duckdb", "athena"], default="duckdb", help="query engine (duckdb)")
     parser.add_argument("--layout", choices=[m.value for m in Layout], default="plain", help="s3:// root layout")
+    parser.add_argument(
+        "--log-format", choices=[m.value for m in LogFormat], default="legacy", help="how the log files are written"
+    )
     parser.add_argument("--s3-endpoint-url", help="S3 endpoint for an s3:// root or ledger (e.g. a moto server)")
     parser.add_argument("--workgroup", default="primary", help="Athena workgroup (default primary)")
     parser.add_argument("--database", default="cloudfront", help="Glue database of the log table (cloudfront)")

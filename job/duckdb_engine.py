@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 import duckdb
 
 from job.engine import Row
-from job.errors import EngineError
-from job.layout import LogFile
+from job.errors import ConfigError, EngineError
+from job.layout import LogFile, LogFormat
 from job.sql_files import TABLE_DDL, SqlFile
 from job.sql_values import SqlValue
 from job.table_spec import TableSpec, table_spec
@@ -33,7 +33,12 @@ class DuckDBEngine:
 
     name = "duckdb"
 
-    def __init__(self, ddl: SqlFile | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self, ddl: SqlFile | None = None, threads: int | None = None, log_format: LogFormat = LogFormat.LEGACY
+    ) -> None:
+        if log_format is not LogFormat.LEGACY:
+            raise ConfigError(f"--log-format {log_format.value}: not supported yet; expected legacy")
+        self.log_format = log_format
         self.spec: TableSpec = table_spec(ddl or SqlFile.load(TABLE_DDL))
         if self.spec.partition_columns != PARTITION_COLUMNS:
             raise EngineError(

@@ -17,6 +17,15 @@ from job.window import HourWindow
 DISTRIBUTION_ID = re.compile(r"^[A-Z0-9]{1,64}$")
 
 
+class LogFormat(Enum):
+    """How log files are written: legacy TAB logs, or standard logging v2's output formats."""
+
+    LEGACY = "legacy"  # TAB-separated gzip, '#Version'/'#Fields' header, fields in the documented order
+    W3C = "w3c"  # v2 w3c/plain: the '#Fields' header gives the (user-chosen) field order
+    JSON = "json"  # v2 JSON lines, keys spelt as in the legacy field names ("x-edge-result-type")
+    PARQUET = "parquet"  # v2 Parquet, column names with underscores
+
+
 class Layout(Enum):
     """CloudFront standard logging v2 partitioning: `{DistributionId}/{yyyy}/{MM}/{dd}/{HH}/` or its Hive form."""
 
