@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from job.engine import Row
-from job.errors import EngineError
+from job.errors import EngineError, UnreadableFileError
 from job.layout import LogFile
 from job.sql_files import SqlFile
 from job.sql_values import SqlValue
@@ -23,6 +23,14 @@ class AthenaQueryFailed(EngineError):
     def __init__(self, query_id: str, state: str, reason: str) -> None:
         super().__init__(f"Athena query {query_id} {state}: {reason}")
         self.query_id, self.state, self.reason = query_id, state, reason
+
+
+class AthenaUnreadableData(AthenaQueryFailed, UnreadableFileError):
+    """Athena failed on a file's data (not gzip, truncated, not text): the file's fault."""
+
+
+# Athena's reasons when the data of a file, not the query or the service, is at fault.
+DATA_ERRORS = ("HIVE_BAD_DATA", "HIVE_CURSOR_ERROR", "Unexpected end of input stream", "Not in GZIP format")
 
 
 @dataclass(frozen=True)
@@ -90,7 +98,10 @@ class AthenaEngine:
             if state == "SUCCEEDED":
                 return execution
             if state in ("FAILED", "CANCELLED"):
-                raise AthenaQueryFailed(query_id, state, status.get("StateChangeReason", "no reason given"))
+                reason = str(status.get("StateChangeReason", "no reason given"))
+                if state == "FAILED" and any(marker in reason for marker in DATA_ERRORS):
+                    raise AthenaUnreadableData(query_id, state, reason)
+                raise AthenaQueryFailed(query_id, state, reason)
             if self.monotonic() > deadline:
                 wr.athena.stop_query_execution(query_id, boto3_session=self.boto3_session)
                 raise AthenaQueryFailed(query_id, "TIMED OUT", f"still {state} after {self.timeout_seconds:.0f} s")

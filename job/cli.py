@@ -19,7 +19,7 @@ from job.aws import session as aws_session
 from job.errors import CfMetricsError, ConfigError
 from job.layout import Layout, LocalLogStore, LogFormat, validate_distribution_id
 from job.limits import MAX_NAMESPACE_LENGTH
-from job.metrics import DEFAULT_NAMESPACE
+from job.metrics import DEFAULT_NAMESPACE, DOCUMENTED_RESULT_TYPES
 from job.sinks import CLOUDWATCH_SETTLE
 from job.sql_files import DEFAULT_SQL_DIR, MINUTE_METRICS, TABLE_DDL, SqlFile
 from job.sql_values import SqlValue, Varchar, VarcharList
@@ -29,6 +29,7 @@ DEFAULT_STATE = Path(".cfmetrics-state")
 _NAMESPACE = re.compile(r"^[0-9A-Za-z.\-_/#: ]+$")
 _S3_LOCATION = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[A-Za-z0-9!\-_.*()/=]*)?$")
 _QUERY_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
+_RESULT_TYPE = re.compile(r"[A-Za-z0-9]{1,64}")
 
 
 def validate_namespace(value: str) -> str:
@@ -37,6 +38,16 @@ def validate_namespace(value: str) -> str:
             f"--namespace {value!r}: expected 1-255 of A-Z a-z 0-9 . - _ / # : and space, not starting with 'AWS/'"
         )
     return value
+
+
+def parse_result_types(value: str) -> frozenset[str]:
+    types = frozenset(t.strip() for t in value.split(",") if t.strip())
+    bad = sorted(t for t in types if not _RESULT_TYPE.fullmatch(t))
+    if not types or bad:
+        raise ConfigError(
+            f"--result-types {value!r}: expected comma-separated names of letters and digits, e.g. Hit,Miss"
+        )
+    return types
 
 
 def validate_s3_location(value: str) -> str:
@@ -90,6 +101,7 @@ def _build_job(args: argparse.Namespace, now: datetime, **hooks: Any) -> Any:
         distributions=distributions,
         dry_run=getattr(args, "dry_run", False),
         accept_changed_sql=getattr(args, "accept_changed_sql", False),
+        result_types=parse_result_types(args.result_types),
     )
     return Job(store, engine, ledger, sink, query, options, log=_log, **hooks)
 
@@ -160,6 +172,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"  {hour.hour:%Y-%m-%dT%H}  {hour.files_processed:>10,} {hour.lines_processed:>12,} "
                 f"{hour.malformed_lines:>10,} {hour.files_pending:>8,} {hour.bytes_pending:>12,}"
             )
+        for uri, reason in status.unreadable:
+            print(f"  unreadable: {uri}: {reason}")
     return 0
 
 
@@ -287,6 +301,13 @@ def _job_options(parser: argparse.ArgumentParser, window_required: bool) -> None
     parser.add_argument("--threads", type=int, help="DuckDB threads (default: all cores)")
     parser.add_argument("--engine", choices=["duckdb", "athena"], default="duckdb", help="query engine (duckdb)")
     parser.add_argument("--layout", choices=[m.value for m in Layout], default="plain", help="s3:// root layout")
+    parser.add_argument(
+        "--result-types",
+        default=",".join(sorted(DOCUMENTED_RESULT_TYPES)),
+        metavar="A,B,...",
+        help="x-edge-result-type values published as they are; any other is published as ResultType=Other "
+        "(default: the eight documented ones)",
+    )
     parser.add_argument(
         "--log-format", choices=[m.value for m in LogFormat], default="legacy", help="how the log files are written"
     )

@@ -43,3 +43,8 @@ class SqlChangedError(CfMetricsError):
 
 class InFlightUnknown(CfMetricsError):
     """A request was in flight when a run stopped, and reading the destination back cannot tell if it arrived."""
+
+
+class UnreadableFileError(EngineError):
+    """The engine could not read a log file's data (not gzip, truncated, binary junk): the file's fault, not the
+    engine's; the run records the file as unreadable instead of failing on it forever."""

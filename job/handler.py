@@ -13,7 +13,7 @@ from typing import Any
 
 from job.errors import ConfigError
 from job.layout import Layout, validate_distribution_id
-from job.metrics import DEFAULT_NAMESPACE, Datum, Unit
+from job.metrics import DEFAULT_NAMESPACE, DOCUMENTED_RESULT_TYPES, Datum, Unit
 from job.runner import Job, RunOptions, RunReport
 from job.sql_files import MINUTE_METRICS, SqlFile
 from job.window import HourWindow, floor_hour, parse_time
@@ -37,10 +37,11 @@ class HandlerConfig:
     ledger_prefix: str
     lookback_hours: int
     query_timeout_seconds: float
+    result_types: frozenset[str] = DOCUMENTED_RESULT_TYPES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> HandlerConfig:
-        from job.cli import validate_namespace
+        from job.cli import parse_result_types, validate_namespace
 
         def need(name: str) -> str:
             value = env.get(name, "").strip()
@@ -77,6 +78,7 @@ class HandlerConfig:
             ledger_prefix=env.get("LEDGER_PREFIX", "ledger/"),
             lookback_hours=int(number("LOOKBACK_HOURS", "26")),
             query_timeout_seconds=number("QUERY_TIMEOUT_SECONDS", "240"),
+            result_types=parse_result_types(env.get("RESULT_TYPES") or ",".join(DOCUMENTED_RESULT_TYPES)),
         )
 
 
@@ -142,6 +144,7 @@ def lambda_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         namespace=config.namespace,
         window=run_window(now, config.lookback_hours),
         distributions=config.distributions,
+        result_types=config.result_types,
     )
     margin_ms = (config.query_timeout_seconds + 30) * 1000
 

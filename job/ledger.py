@@ -37,6 +37,8 @@ class Batch:
     malformed_lines: int
     # uri -> (lines, malformed lines) read from that file
     file_lines: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    # uri -> why the engine could not read it
+    unreadable: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -58,6 +60,7 @@ class Batch:
                 "lines": self.lines,
                 "malformed_lines": self.malformed_lines,
                 "file_lines": {uri: list(counts) for uri, counts in self.file_lines.items()},
+                "unreadable": dict(self.unreadable),
             }
         )
 
@@ -79,6 +82,7 @@ class Batch:
             data["lines"],
             data["malformed_lines"],
             file_lines,
+            data.get("unreadable", {}),
         )
 
 
@@ -137,12 +141,13 @@ class FileRecord:
     size: int
     lines: int | None
     malformed_lines: int | None
+    unreadable: str | None = None
 
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
   target TEXT NOT NULL, uri TEXT NOT NULL, distribution_id TEXT NOT NULL, hour TEXT NOT NULL, size INTEGER NOT NULL,
-  batch_id TEXT NOT NULL, recorded_at TEXT NOT NULL, lines INTEGER, malformed_lines INTEGER,
+  batch_id TEXT NOT NULL, recorded_at TEXT NOT NULL, lines INTEGER, malformed_lines INTEGER, unreadable TEXT,
   PRIMARY KEY (target, uri));
 CREATE TABLE IF NOT EXISTS queries (target TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, recorded_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS batches (
@@ -150,6 +155,14 @@ CREATE TABLE IF NOT EXISTS batches (
   sent INTEGER NOT NULL DEFAULT 0, in_flight INTEGER, in_flight_at TEXT, committed_at TEXT, lines INTEGER NOT NULL,
   malformed_lines INTEGER NOT NULL);
 """
+
+
+_ADDED_COLUMNS = (
+    ("files", "lines", "INTEGER"),
+    ("files", "malformed_lines", "INTEGER"),
+    ("files", "unreadable", "TEXT"),
+    ("batches", "in_flight_at", "TEXT"),
+)
 
 
 class LocalLedger:
@@ -161,11 +174,19 @@ class LocalLedger:
             self.folder.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.folder / "ledger.sqlite3", isolation_level=None, timeout=60)
             self.db.executescript(_SCHEMA)
+            self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise LedgerError(f"--state {folder}: cannot open the ledger ({exc})") from exc
 
     def __str__(self) -> str:
         return str(self.folder)
+
+    def _migrate(self) -> None:
+        """Add the columns later versions brought to a ledger an earlier version made."""
+        for table, column, kind in _ADDED_COLUMNS:
+            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self.db.close()
@@ -231,10 +252,11 @@ class LocalLedger:
 
     def file_records(self, target: str) -> list[FileRecord]:
         rows = self.db.execute(
-            "SELECT uri, distribution_id, hour, size, lines, malformed_lines FROM files WHERE target = ? ORDER BY uri",
+            "SELECT uri, distribution_id, hour, size, lines, malformed_lines, unreadable FROM files WHERE target = ? "
+            "ORDER BY uri",
             (target,),
         )
-        return [FileRecord(u, d, datetime.fromisoformat(h), s, n, m) for u, d, h, s, n, m in rows]
+        return [FileRecord(u, d, datetime.fromisoformat(h), s, n, m, r) for u, d, h, s, n, m, r in rows]
 
     def recorded(self, target: str, files: Sequence[LogFile] | None = None) -> set[str]:
         found = {uri for (uri,) in self.db.execute("SELECT uri FROM files WHERE target = ?", (target,))}
@@ -282,9 +304,9 @@ class LocalLedger:
                 raise sqlite3.IntegrityError(f"{uri} was already recorded by another batch")
             self.db.executemany(
                 "INSERT OR IGNORE INTO files (target, uri, distribution_id, hour, size, batch_id, recorded_at, lines, "
-                "malformed_lines) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "malformed_lines, unreadable) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(batch.target, f.uri, f.distribution_id, f.hour.isoformat(), f.size, batch_id, at.isoformat(),
-                  *batch.file_lines.get(f.uri, (None, None))) for f in batch.files],
+                  *batch.file_lines.get(f.uri, (None, None)), batch.unreadable.get(f.uri)) for f in batch.files],
             )  # fmt: skip
             self.db.execute("UPDATE batches SET committed_at = ? WHERE id = ?", (at.isoformat(), batch_id))
             self.db.execute("COMMIT")

@@ -60,6 +60,26 @@ def extra_metric_name(column: str) -> str:
     return "".join(word[:1].upper() + word[1:] for word in column.lower().removeprefix(EXTRA_METRIC_PREFIX).split("_"))
 
 
+# The job's accounts of bad input, per distribution and hour of the files' partition.
+MALFORMED_LINES = "MalformedLines"
+UNREADABLE_FILES = "UnreadableFiles"
+
+
+def malformed_lines_datums(
+    distribution_id: str, files: Iterable[Any], file_lines: Mapping[str, tuple[int, int]]
+) -> tuple[Datum, ...]:
+    """MalformedLines per partition hour of the files (timestamp: the hour's start), only where there were any."""
+    per_hour: dict[datetime, int] = defaultdict(int)
+    for log_file in files:
+        per_hour[log_file.hour] += file_lines.get(log_file.uri, (0, 0))[1]
+    base = (("DistributionId", distribution_id),)
+    return tuple(
+        Datum(MALFORMED_LINES, base, hour, Unit.COUNT, value=float(count))
+        for hour, count in sorted(per_hour.items())
+        if count
+    )
+
+
 PERCENTILE_COLUMNS = {
     Metric.TIME_TAKEN_P50: "time_taken_p50_ms",
     Metric.TIME_TAKEN_P90: "time_taken_p90_ms",

@@ -9,11 +9,19 @@ from itertools import groupby
 from typing import Protocol
 
 from job.engine import Engine
-from job.errors import ConfigError, InFlightUnknown, SqlChangedError
+from job.errors import ConfigError, InFlightUnknown, SqlChangedError, UnreadableFileError
 from job.layout import Listing, LogFile
 from job.ledger import Batch, Ledger, PendingBatch, new_batch_id
 from job.limits import ATHENA_MIN_BYTES_PER_QUERY, ATHENA_USD_PER_TB, MAX_ATHENA_QUERY_BYTES, MAX_DATAPOINT_AGE
-from job.metrics import DOCUMENTED_RESULT_TYPES, DatumKey, datums_from_rows
+from job.metrics import (
+    DOCUMENTED_RESULT_TYPES,
+    UNREADABLE_FILES,
+    Datum,
+    DatumKey,
+    Unit,
+    datums_from_rows,
+    malformed_lines_datums,
+)
 from job.packing import check_datums, pack
 from job.sinks import Sink
 from job.sql_files import SqlFile
@@ -81,6 +89,7 @@ class RunReport:
     unrecognised_paths: tuple[str, ...] = ()
     other_result_types: set[str] = field(default_factory=set)
     chunks: list[list[LogFile]] = field(default_factory=list)
+    unreadable_files: list[str] = field(default_factory=list)
     files_done: list[LogFile] = field(default_factory=list)
     files_left: list[LogFile] = field(default_factory=list)
     stopped_early: bool = False
@@ -96,6 +105,11 @@ class RunReport:
             f"({self.malformed_lines:,} malformed) -> {self.datums:,} datums in {self.requests:,} PutMetricData "
             f"request(s)" + (f"; resumed {self.resumed_batches} interrupted batch(es)" if self.resumed_batches else "")
         )
+
+
+def _in_range(datum: Datum, now: datetime) -> bool:
+    # An unreadable file of a partition CloudWatch no longer takes is still recorded, only not counted there.
+    return now - MAX_DATAPOINT_AGE < datum.timestamp
 
 
 def chunk_files(files: Sequence[LogFile], max_files: int, max_bytes: int) -> list[list[LogFile]]:
@@ -217,19 +231,36 @@ class Job:
         return chunks
 
     def _process(self, distribution_id: str, files: list[LogFile], now: datetime, report: RunReport) -> None:
+        """Query the files and publish them; a file the engine cannot read is found by halving the batch and
+        recorded as unreadable, so it neither stops this run nor blocks every later one."""
         params: dict[str, SqlValue] = {
             "distribution_id": Varchar(distribution_id),
             "first_hour": Varchar(partition_key(min(f.hour for f in files))),
             "last_hour": Varchar(partition_key(max(f.hour for f in files))),
             "files": VarcharList(tuple(f.uri for f in files)),
         }
-        rows = self.engine.query(self.query, params, files)
+        try:
+            rows = self.engine.query(self.query, params, files)
+        except UnreadableFileError as exc:
+            if len(files) > 1:
+                half = len(files) // 2
+                self._process(distribution_id, files[:half], now, report)
+                self._process(distribution_id, files[half:], now, report)
+                return
+            self._publish_unreadable(files[0], str(exc), now, report)
+            return
         metrics = datums_from_rows(rows, distribution_id, self.options.result_types)
-        check_datums(metrics.datums, now if self.sink.checks_timestamp_age else None)
+        file_lines = {
+            # a file with no line (empty, header only) has no row of its own
+            f.uri: (metrics.files[f.uri].lines, metrics.files[f.uri].malformed) if f.uri in metrics.files else (0, 0)
+            for f in files
+        }
+        datums = metrics.datums + malformed_lines_datums(distribution_id, files, file_lines)
+        check_datums(datums, now if self.sink.checks_timestamp_age else None)
         for raw in sorted(metrics.other_result_types - report.other_result_types):
             self.log(f"{distribution_id}: unknown x-edge-result-type {raw!r} published as ResultType=Other")
         report.other_result_types |= metrics.other_result_types
-        requests = pack(metrics.datums)
+        requests = pack(datums)
         batch = Batch(
             id=new_batch_id(files),
             target=self.target,
@@ -238,26 +269,42 @@ class Job:
             requests=tuple(requests),
             lines=metrics.requests + metrics.malformed_lines,
             malformed_lines=metrics.malformed_lines,
-            # a file with no line (empty, header only) has no row of its own
-            file_lines={
-                f.uri: (metrics.files[f.uri].lines, metrics.files[f.uri].malformed)
-                if f.uri in metrics.files
-                else (0, 0)
-                for f in files
-            },
+            file_lines=file_lines,
         )
         self.log(
             f"{distribution_id}: {len(files)} file(s), {batch.lines:,} lines ({batch.malformed_lines:,} malformed) "
-            f"-> {len(metrics.datums):,} datums in {len(requests)} request(s)"
+            f"-> {len(datums):,} datums in {len(requests)} request(s)"
         )
+        self._start(batch, len(datums), now, report)
+
+    def _publish_unreadable(self, log_file: LogFile, reason: str, now: datetime, report: RunReport) -> None:
+        self.log(f"UNREADABLE {log_file.uri}: {reason}")
+        report.unreadable_files.append(log_file.uri)
+        datum = Datum(
+            UNREADABLE_FILES, (("DistributionId", log_file.distribution_id),), log_file.hour, Unit.COUNT, value=1.0
+        )
+        datums = (datum,) if not self.sink.checks_timestamp_age or _in_range(datum, now) else ()
+        batch = Batch(
+            id=new_batch_id([log_file]),
+            target=self.target,
+            namespace=self.options.namespace,
+            files=(log_file,),
+            requests=tuple(pack(datums)),
+            lines=0,
+            malformed_lines=0,
+            unreadable={log_file.uri: reason[:2000]},
+        )
+        self._start(batch, len(datums), now, report)
+
+    def _start(self, batch: Batch, datums: int, now: datetime, report: RunReport) -> None:
         report.batches += 1
         report.lines += batch.lines
         report.malformed_lines += batch.malformed_lines
-        report.datums += len(metrics.datums)
+        report.datums += datums
         if self.options.dry_run:
-            for request in requests:
+            for request in batch.requests:
                 self.sink.put(batch.namespace, request)
-            report.requests += len(requests)
+            report.requests += len(batch.requests)
             return
         self.ledger.begin(batch)
         self._publish(batch, start=0, now=now, report=report)

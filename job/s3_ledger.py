@@ -159,7 +159,8 @@ class S3Ledger:
             hour = datetime.strptime(stamp, "%Y%m%d%H").replace(tzinfo=UTC)
             for uri, info in current[0]["files"].items():
                 lines, malformed = info.get("lines"), info.get("malformed_lines")
-                records.append(FileRecord(uri, distribution_id, hour, int(info["size"]), lines, malformed))
+                reason = info.get("unreadable")
+                records.append(FileRecord(uri, distribution_id, hour, int(info["size"]), lines, malformed, reason))
         return sorted(records, key=lambda r: r.uri)
 
     def pending(self, target: str) -> list[PendingBatch]:
@@ -221,6 +222,7 @@ class S3Ledger:
             for log_file in files:
                 lines, malformed = batch.file_lines.get(log_file.uri, (None, None))
                 record = {"size": log_file.size, "batch": batch.id, "at": at.isoformat(), "lines": lines}
+                record["unreadable"] = batch.unreadable.get(log_file.uri)
                 body["files"].setdefault(log_file.uri, {**record, "malformed_lines": malformed})
             if self._put(key, body, if_match=etag, create_only=etag is None):
                 return

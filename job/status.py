@@ -29,6 +29,7 @@ class DistributionStatus:
     newest_processed_hour: datetime | None
     files_pending: int
     oldest_pending_age: timedelta | None
+    unreadable: tuple[tuple[str, str], ...] = ()
 
 
 def build_status(listed: Sequence[LogFile], records: Sequence[FileRecord], now: datetime) -> list[DistributionStatus]:
@@ -56,5 +57,9 @@ def build_status(listed: Sequence[LogFile], records: Sequence[FileRecord], now: 
         processed = [h.hour for h in hours if h.files_processed]
         pending = pending_hours.get(distribution_id, [])
         oldest = now - (min(pending) + timedelta(hours=1)) if pending else None
-        result.append(DistributionStatus(distribution_id, hours, max(processed, default=None), len(pending), oldest))
+        unreadable = tuple(
+            (r.uri, r.unreadable) for r in records if r.distribution_id == distribution_id and r.unreadable
+        )
+        newest = max(processed, default=None)
+        result.append(DistributionStatus(distribution_id, hours, newest, len(pending), oldest, unreadable))
     return result
