@@ -179,7 +179,9 @@ def lambda_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         "datums": report.datums,
         "requests": report.requests,
         "bytes_scanned": scanned,
-        "athena_queries": [s.query_id for s in engine.stats],
+        "athena_queries": [
+            {"id": s.query_id, "bytes_scanned": s.data_scanned_bytes, "engine_ms": s.engine_ms} for s in engine.stats
+        ],
         "duration_s": round(time.monotonic() - started, 3),
     }
     _log(message="run finished", **summary)
