@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import signal
 import sys
 import threading
@@ -18,43 +17,14 @@ from job.aws import client as aws_client
 from job.aws import session as aws_session
 from job.errors import CfMetricsError, ConfigError
 from job.layout import Layout, LocalLogStore, LogFormat, validate_distribution_id
-from job.limits import MAX_NAMESPACE_LENGTH
 from job.metrics import DEFAULT_NAMESPACE, DOCUMENTED_RESULT_TYPES
 from job.sinks import CLOUDWATCH_SETTLE
 from job.sql_files import DEFAULT_SQL_DIR, MINUTE_METRICS, TABLE_DDL, SqlFile
 from job.sql_values import SqlValue, Varchar, VarcharList
+from job.validate import parse_result_types, validate_namespace, validate_query_name, validate_s3_location
 from job.window import HourWindow, parse_time, partition_key
 
 DEFAULT_STATE = Path(".cfmetrics-state")
-_NAMESPACE = re.compile(r"^[0-9A-Za-z.\-_/#: ]+$")
-_S3_LOCATION = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[A-Za-z0-9!\-_.*()/=]*)?$")
-_QUERY_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
-_RESULT_TYPE = re.compile(r"[A-Za-z0-9]{1,64}")
-
-
-def validate_namespace(value: str) -> str:
-    if not (0 < len(value) <= MAX_NAMESPACE_LENGTH and _NAMESPACE.fullmatch(value)) or value.startswith("AWS/"):
-        raise ConfigError(
-            f"--namespace {value!r}: expected 1-255 of A-Z a-z 0-9 . - _ / # : and space, not starting with 'AWS/'"
-        )
-    return value
-
-
-def parse_result_types(value: str) -> frozenset[str]:
-    types = frozenset(t.strip() for t in value.split(",") if t.strip())
-    bad = sorted(t for t in types if not _RESULT_TYPE.fullmatch(t))
-    if not types or bad:
-        raise ConfigError(
-            f"--result-types {value!r}: expected comma-separated names of letters and digits, e.g. Hit,Miss"
-        )
-    return types
-
-
-def validate_s3_location(value: str) -> str:
-    location = value if value.endswith("/") else value + "/"
-    if not _S3_LOCATION.fullmatch(location):
-        raise ConfigError(f"--location {value!r}: expected s3://bucket/prefix/ with no quotes or spaces")
-    return location
 
 
 def _time(option: str, value: str | None) -> datetime | None:
@@ -229,9 +199,7 @@ def _ledger(args: argparse.Namespace) -> Any:
 
 
 def _query_name(name: str) -> str:
-    if not _QUERY_NAME.fullmatch(name):
-        raise ConfigError(f"--query {name!r}: expected the name of a file in sql/ without '.sql', e.g. minute_metrics")
-    return name
+    return validate_query_name(name)
 
 
 def cmd_sql(args: argparse.Namespace) -> int:

@@ -41,7 +41,7 @@ class HandlerConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> HandlerConfig:
-        from job.cli import parse_result_types, validate_namespace
+        from job.validate import parse_result_types, validate_namespace
 
         def need(name: str) -> str:
             value = env.get(name, "").strip()
