@@ -233,6 +233,14 @@ class Job:
     def _process(self, distribution_id: str, files: list[LogFile], now: datetime, report: RunReport) -> None:
         """Query the files and publish them; a file the engine cannot read is found by halving the batch and
         recorded as unreadable, so it neither stops this run nor blocks every later one."""
+        empty = [f for f in files if f.size == 0]
+        if empty:  # nothing to read (an object of no bytes): recorded as a file of no lines, never queried
+            files = [f for f in files if f.size]
+            batch = Batch(new_batch_id(empty), self.target, self.options.namespace, tuple(empty), (), 0, 0,
+                          {f.uri: (0, 0) for f in empty})  # fmt: skip
+            self._start(batch, 0, now, report)
+            if not files:
+                return
         params: dict[str, SqlValue] = {
             "distribution_id": Varchar(distribution_id),
             "first_hour": Varchar(partition_key(min(f.hour for f in files))),
