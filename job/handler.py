@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from job.errors import ConfigError
-from job.layout import Layout, validate_distribution_id
+from job.layout import Layout, LogFormat, validate_distribution_id
 from job.metrics import DEFAULT_NAMESPACE, DOCUMENTED_RESULT_TYPES, Datum, Unit
 from job.runner import Job, RunOptions, RunReport
 from job.sql_files import MINUTE_METRICS, SqlFile
@@ -38,6 +38,9 @@ class HandlerConfig:
     lookback_hours: int
     query_timeout_seconds: float
     result_types: frozenset[str] = DOCUMENTED_RESULT_TYPES
+    # How the logs are written. On Athena the format lives in the Glue catalog (cloudfront_logs is the legacy table
+    # or, for v2, the normalising view over cloudfront_logs_v2: docs/FORMATS.md); validated here all the same.
+    log_format: LogFormat = LogFormat.LEGACY
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> HandlerConfig:
@@ -64,6 +67,11 @@ class HandlerConfig:
             layout = Layout(env.get("LOG_LAYOUT", "plain"))
         except ValueError:
             raise ConfigError(f"LOG_LAYOUT={env.get('LOG_LAYOUT')!r}: expected 'plain' or 'hive'") from None
+        try:
+            log_format = LogFormat(env.get("LOG_FORMAT", "legacy"))
+        except ValueError:
+            expected = ", ".join(repr(f.value) for f in LogFormat)
+            raise ConfigError(f"LOG_FORMAT={env.get('LOG_FORMAT')!r}: expected one of {expected}") from None
         ids = [d.strip() for d in env.get("DISTRIBUTIONS", "").split(",") if d.strip()]
         return cls(
             log_bucket=need("LOG_BUCKET"),
@@ -79,6 +87,7 @@ class HandlerConfig:
             lookback_hours=int(number("LOOKBACK_HOURS", "26")),
             query_timeout_seconds=number("QUERY_TIMEOUT_SECONDS", "240"),
             result_types=parse_result_types(env.get("RESULT_TYPES") or ",".join(DOCUMENTED_RESULT_TYPES)),
+            log_format=log_format,
         )
 
 

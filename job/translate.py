@@ -29,9 +29,11 @@ PROVEN_FUNCTIONS: frozenset[str] = frozenset(
         "Round",
         "StrToTime",  # date_parse
         "Sum",
+        "TimeToStr",  # date_format(ts, '%Y-%m-%d' / '%H:%i:%s'): sql/cloudfront_logs_v2_view.sql
         "TimestampTrunc",  # date_trunc('minute', ts)
         "Try",
         "TryCast",
+        "UnixToTime",  # from_unixtime(double), in UTC: sql/cloudfront_logs_v2_view.sql
     }
 )
 

@@ -3,6 +3,7 @@ the build target, and the optional legacy log mover."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import importlib
 import json
@@ -19,7 +20,8 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 from botocore.exceptions import ClientError
 
-from job.layout import Layout, parse_relative_path
+from job.formats import LOG_RELATION, NORMALISING_VIEW, V2_TABLE, ddl_name, v2_table
+from job.layout import Layout, LogFormat, parse_relative_path
 from job.legacy_mover import MoverConfig, Outcome, lambda_handler, move_one, object_refs, partitioned_key
 from job.metrics import DEFAULT_NAMESPACE
 from job.sql_files import TABLE_DDL, SqlFile
@@ -45,6 +47,7 @@ HANDLER_ENV = {
     "LOG_BUCKET",
     "LOG_PREFIX",
     "LOG_LAYOUT",
+    "LOG_FORMAT",
     "DISTRIBUTIONS",
     "NAMESPACE",
     "ATHENA_WORKGROUP",
@@ -64,6 +67,8 @@ GLUE_ARNS = {
     "arn:aws:glue:us-east-1:123456789012:database/{GlueDatabase}",
     "arn:aws:glue:us-east-1:123456789012:table/{GlueDatabase}/cloudfront_logs",
 }
+# The v2 table under the view cloudfront_logs: readable only when LogFormat is a v2 format.
+GLUE_V2_TABLE_ARN = "arn:aws:glue:us-east-1:123456789012:table/{GlueDatabase}/cloudfront_logs_v2"
 MIN_ATHENA_CUTOFF = 10 * 1024 * 1024
 
 
@@ -170,6 +175,8 @@ class Resolver:
                 return "{" + f"{name}.{attr}" + "}"
             if key == "Fn::If":
                 return self.value(arg[1] if self.condition(arg[0]) else arg[2])
+            if key == "Fn::Base64":
+                return base64.b64encode(str(self.value(arg)).encode()).decode()
             if key == "Fn::Join":
                 return str(arg[0]).join(str(v) for v in self.value(arg[1]))
             if key == "Fn::Equals":
@@ -251,6 +258,9 @@ PARAMETER_SETS: list[dict[str, str]] = [
     {"EnableLegacyMover": "true", "LegacySourcePrefix": "legacy/"},
     {"EnableLegacyMover": "true", "LegacySourceBucketName": "old-logs", "LogPrefix": ""},
     {"PandasLayerArn": "arn:aws:lambda:me-central-1:593833071574:layer:AWSSDKPandas-Python312-Arm64:19"},
+    {"LogFormat": "json"},
+    {"LogFormat": "parquet", "LogLayout": "hive"},
+    {"LogFormat": "w3c", "LogPrefix": ""},
 ]
 
 
@@ -316,6 +326,7 @@ def test_function_environment_is_the_handler_contract() -> None:
     assert variables["ATHENA_WORKGROUP"] == "{AthenaWorkGroup}"
     assert variables["ATHENA_DATABASE"] == "{GlueDatabase}"
     assert variables["RESULTS_BUCKET"] == "{ResultsBucket}"
+    assert variables["LOG_FORMAT"] == "legacy"
     other = metrics_function(resolved({"LogLayout": "hive", "Distributions": "E1,E2", "MetricNamespace": "My/NS"}))
     assert {k: other["Environment"]["Variables"][k] for k in ("LOG_LAYOUT", "DISTRIBUTIONS", "NAMESPACE")} == {
         "LOG_LAYOUT": "hive",
@@ -409,7 +420,7 @@ def test_put_metric_data_only_in_the_namespace() -> None:
     assert [s.actions for s in reads] == [("cloudwatch:GetMetricData",)]
 
 
-def expected_metrics_grants(log_prefix: str) -> set[tuple[str, str]]:
+def expected_metrics_grants(log_prefix: str, log_format: str = "legacy") -> set[tuple[str, str]]:
     results_objects = {"{ResultsBucket.Arn}/athena-results/*", "{ResultsBucket.Arn}/ledger/*"}
     writes = (
         "s3:GetObject",
@@ -434,7 +445,7 @@ def expected_metrics_grants(log_prefix: str) -> set[tuple[str, str]]:
         *(
             (f"glue:{action}", arn)
             for action in ("GetDatabase", "GetTable", "GetPartition", "GetPartitions")
-            for arn in GLUE_ARNS
+            for arn in (GLUE_ARNS if log_format == "legacy" else GLUE_ARNS | {GLUE_V2_TABLE_ARN})
         ),
         ("sqs:SendMessage", "{DeadLetterQueue.Arn}"),
     }
@@ -454,6 +465,12 @@ def test_metrics_role_grants_exactly_what_the_job_needs(log_prefix: str) -> None
             assert sorted(prefixes) == ["athena-results/*", "ledger/*"], statement
 
 
+@pytest.mark.parametrize("log_format", [f.value for f in LogFormat])
+def test_metrics_role_reads_the_v2_table_only_for_a_v2_format(log_format: str) -> None:
+    found = statements(resolved({"LogFormat": log_format}), "CfMetricsRole")
+    assert grants(found) == expected_metrics_grants("cf/", log_format)
+
+
 def test_nothing_writes_to_the_log_bucket_except_the_optional_mover() -> None:
     writes = {"s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"}
     for overrides in PARAMETER_SETS:
@@ -463,12 +480,14 @@ def test_nothing_writes_to_the_log_bucket_except_the_optional_mover() -> None:
 
 
 def test_athena_and_glue_are_limited_to_the_workgroup_and_the_log_table() -> None:
-    for statement in statements(resolved()):
-        services = {action.split(":")[0] for action in statement.actions}
-        if "athena" in services:
-            assert services == {"athena"} and statement.resources == (WORKGROUP_ARN,), statement
-        if "glue" in services:
-            assert services == {"glue"} and set(statement.resources) <= GLUE_ARNS, statement
+    for log_format in LogFormat:
+        allowed = GLUE_ARNS if log_format is LogFormat.LEGACY else GLUE_ARNS | {GLUE_V2_TABLE_ARN}
+        for statement in statements(resolved({"LogFormat": log_format.value})):
+            services = {action.split(":")[0] for action in statement.actions}
+            if "athena" in services:
+                assert services == {"athena"} and statement.resources == (WORKGROUP_ARN,), statement
+            if "glue" in services:
+                assert services == {"glue"} and set(statement.resources) <= allowed, statement
 
 
 def test_legacy_mover_is_off_by_default_and_least_privilege_when_on() -> None:
@@ -660,6 +679,143 @@ def test_glue_table_comparison_catches_a_difference(name: str, mutate: Any) -> N
     assert glue_table_differences(table, spec, location) == []
     mutate(table)
     assert glue_table_differences(table, spec, location), name
+
+
+# -- (4b) the v2 Glue table and the view against sql/cloudfront_logs_v2_*.sql -----------------------------------------
+V2_TABLE_RESOURCES = {
+    LogFormat.JSON: "CloudFrontLogsV2JsonTable",
+    LogFormat.PARQUET: "CloudFrontLogsV2ParquetTable",
+    LogFormat.W3C: "CloudFrontLogsV2W3cTable",
+}
+V2_STORAGE = {  # (input format, output format, SerDe) as Athena's CREATE TABLE sets them for each DDL
+    LogFormat.JSON: (
+        "org.apache.hadoop.mapred.TextInputFormat",
+        "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
+        "org.openx.data.jsonserde.JsonSerDe",
+    ),
+    LogFormat.PARQUET: (
+        "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
+        "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
+        "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe",
+    ),
+    LogFormat.W3C: (
+        "org.apache.hadoop.mapred.TextInputFormat",
+        "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
+        "org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe",
+    ),
+}
+
+
+def ddl_properties(log_format: LogFormat, location: str, template: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(TBLPROPERTIES, SERDEPROPERTIES) of a v2 DDL rendered with these values, read with sqlglot here."""
+    import sqlglot
+    from sqlglot import exp
+
+    from job.sql_values import Varchar
+
+    ddl = SqlFile.load(ddl_name(log_format))
+    text = ddl.render_literal({"location": Varchar(location), "location_template": Varchar(template)})
+    create = sqlglot.parse_one(text, read="athena")
+    table: dict[str, str] = {}
+    serde: dict[str, str] = {}
+    for prop in create.args["properties"].expressions:
+        if isinstance(prop, exp.RowFormatSerdeProperty):
+            serde = {p.name: p.text("value") for p in prop.args["serde_properties"].expressions}
+        elif isinstance(prop, exp.RowFormatDelimitedProperty):
+            delimiter = prop.args["fields"].this.encode().decode("unicode_escape")
+            serde = {"field.delim": delimiter, "serialization.format": delimiter}
+        elif type(prop) is exp.Property:
+            table[prop.name] = prop.text("value")
+        elif isinstance(prop, exp.LocationProperty):
+            table["LOCATION"] = prop.this.name
+    return table, serde
+
+
+def v2_glue_differences(
+    table_input: Mapping[str, Any], log_format: LogFormat, location: str, template: str
+) -> list[str]:
+    """Every way the resolved TableInput differs from the v2 DDL; empty when they match exactly."""
+    found: list[str] = []
+
+    def check(what: str, got: Any, want: Any) -> None:
+        if got != want:
+            found.append(f"{what}: template has {got!r}, the DDL has {want!r}")
+
+    table = v2_table(SqlFile.load(ddl_name(log_format)), log_format)
+    properties, serde_properties = ddl_properties(log_format, location, template)
+    storage = table_input["StorageDescriptor"]
+    check("table name", table_input["Name"], table.name)
+    check("table type", table_input["TableType"], "EXTERNAL_TABLE")
+    check("columns", [c["Name"] for c in storage["Columns"]], list(table.columns))
+    check("column types", {c["Type"] for c in storage["Columns"]}, {"string"})
+    check("partition keys", [k["Name"] for k in table_input["PartitionKeys"]], list(table.partition_columns))
+    check("partition key types", {k["Type"] for k in table_input["PartitionKeys"]}, {"string"})
+    check("location", storage["Location"], properties.pop("LOCATION"))
+    storage_kind = (storage["InputFormat"], storage["OutputFormat"], storage["SerdeInfo"]["SerializationLibrary"])
+    check("input/output format and SerDe", storage_kind, V2_STORAGE[log_format])
+    got_serde = dict(storage["SerdeInfo"].get("Parameters", {}))
+    if log_format is LogFormat.PARQUET:
+        got_serde.pop("serialization.format", None)  # Glue's default for Parquet, not a DDL property
+    check("SerDe properties", got_serde, serde_properties)
+    parameters = {k: v for k, v in table_input["Parameters"].items() if k != "EXTERNAL"}
+    check("table properties", parameters, properties)
+    return found
+
+
+@pytest.mark.parametrize("log_format", list(V2_TABLE_RESOURCES), ids=lambda f: f.value)
+@pytest.mark.parametrize("layout", list(Layout), ids=lambda layout: layout.value)
+def test_v2_glue_table_matches_its_ddl(log_format: LogFormat, layout: Layout) -> None:
+    location = "s3://my-logs/cf/"
+    resources = resolved({"LogFormat": log_format.value, "LogLayout": layout.value})
+    table = resources[V2_TABLE_RESOURCES[log_format]]["Properties"]["TableInput"]
+    assert v2_glue_differences(table, log_format, location, layout.athena_template(location)) == []
+    # the comparison sees a difference
+    changed = copy.deepcopy(table)
+    changed["StorageDescriptor"]["Columns"][3]["Name"] = "renamed"
+    assert v2_glue_differences(changed, log_format, location, layout.athena_template(location))
+    other = v2_glue_differences(table, log_format, location, Layout.HIVE.athena_template("s3://other/"))
+    assert other
+
+
+def presto_view(table_input: Mapping[str, Any]) -> dict[str, Any]:
+    """The view definition Athena keeps in a Glue VIRTUAL_VIEW: base64 JSON inside '/* Presto View: ... */'."""
+    match = re.fullmatch(r"/\* Presto View: (\S+) \*/", table_input["ViewOriginalText"])
+    assert match, table_input["ViewOriginalText"][:80]
+    definition: dict[str, Any] = json.loads(base64.b64decode(match.group(1)))
+    return definition
+
+
+@pytest.mark.parametrize("log_format", list(V2_TABLE_RESOURCES), ids=lambda f: f.value)
+def test_view_matches_the_normalising_view_sql(log_format: LogFormat) -> None:
+    import sqlglot
+
+    resources = resolved({"LogFormat": log_format.value})
+    view = resources["CloudFrontLogsView"]["Properties"]
+    assert view["DatabaseName"] == "{GlueDatabase}"
+    table_input = view["TableInput"]
+    assert (table_input["Name"], table_input["TableType"]) == (LOG_RELATION, "VIRTUAL_VIEW")
+    assert table_input["Parameters"] == {"presto_view": "true", "comment": "Presto View"}
+    definition = presto_view(table_input)
+    sql = sqlglot.parse_one(SqlFile.load(NORMALISING_VIEW).text, read="athena")
+    stored = sqlglot.parse_one(definition["originalSql"], read="athena")
+    assert stored == sql.expression, "the view in the template differs from sql/cloudfront_logs_v2_view.sql"
+    assert (definition["catalog"], definition["schema"]) == ("awsdatacatalog", "{GlueDatabase}")
+    names = sql.expression.named_selects
+    assert definition["columns"] == [{"name": n, "type": "varchar"} for n in names]
+    assert [c["Name"] for c in table_input["StorageDescriptor"]["Columns"]] == names
+    assert V2_TABLE in definition["originalSql"]
+
+
+@pytest.mark.parametrize("log_format", list(LogFormat), ids=lambda f: f.value)
+def test_one_log_relation_per_format_and_the_function_reads_it(log_format: LogFormat) -> None:
+    resources = resolved({"LogFormat": log_format.value})
+    tables = {name: r["Properties"]["TableInput"]["Name"] for name, r in of_type(resources, "AWS::Glue::Table").items()}
+    if log_format is LogFormat.LEGACY:
+        assert tables == {"CloudFrontLogsTable": LOG_RELATION}
+    else:
+        assert tables == {V2_TABLE_RESOURCES[log_format]: V2_TABLE, "CloudFrontLogsView": LOG_RELATION}
+    variables = metrics_function(resources)["Environment"]["Variables"]
+    assert (variables["ATHENA_TABLE"], variables["LOG_FORMAT"]) == (LOG_RELATION, log_format.value)
 
 
 def test_function_queries_the_database_and_table_the_template_creates() -> None:

@@ -7,7 +7,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -61,8 +61,15 @@ def is_ddl(path: Path) -> bool:
     return first is not None and first.token_type is TokenType.CREATE
 
 
+def is_view(path: Path) -> bool:
+    """CREATE VIEW: a statement Athena runs as a query (Trino), so its functions must be proven like a query's."""
+    tree = sqlglot.parse_one(path.read_text(encoding="utf-8"), read="athena")
+    return isinstance(tree, exp.Create) and tree.kind == "VIEW"
+
+
 def query_files() -> list[Path]:
-    return [p for p in SQL_FILES if not is_ddl(p)]
+    """Every file whose text Athena runs as Trino SQL: the queries and the views (not the Hive table DDL)."""
+    return [p for p in SQL_FILES if not is_ddl(p) or is_view(p)]
 
 
 def rendered_with_dummy_values(path: Path) -> str:
@@ -80,6 +87,9 @@ def test_sql_dir_has_the_query_and_the_ddl() -> None:
     ddl = {p.stem for p in SQL_FILES if is_ddl(p)}
     assert TABLE_DDL in ddl
     assert MINUTE_METRICS not in ddl
+    checked = {p.stem for p in query_files()}
+    assert {MINUTE_METRICS, "cloudfront_logs_v2_view"} <= checked  # the normalising view is checked as a query
+    assert TABLE_DDL not in checked
 
 
 @pytest.mark.parametrize("path", query_files(), ids=lambda p: p.name)
@@ -126,9 +136,11 @@ TRINO_CALLS: dict[str, str] = {
     "cast": "Cast",
     "concat": "Concat",
     "count": "Count",
+    "date_format": "TimeToStr",
     "date_parse": "StrToTime",
     "date_trunc": "TimestampTrunc",
     "element_at": "Bracket",
+    "from_unixtime": "UnixToTime",
     "grouping": "Grouping",
     "ln": "Ln",
     "power": "Pow",
@@ -435,7 +447,56 @@ def prove_like(con: Connection) -> None:
     assert scalar(con, "'RefreshHit' LIKE '%Hit'") is True
 
 
-PROOFS.update({"Bracket": prove_element_at, "Div": prove_div, "Sum": prove_sum, "Like": prove_like})
+def prove_time_to_str(con: Connection) -> None:
+    uses("SELECT date_format(TIMESTAMP '2026-11-28 15:04:05', '%Y-%m-%d')", "TimeToStr")
+    # Trino date_format uses MySQL specifiers: %Y four-digit year, %m month 01-12, %d day 01-31, %H hour 00-23,
+    # %i minutes 00-59, %s seconds 00-59 (a fraction of a second is not shown).
+    assert scalar(con, "date_format(TIMESTAMP '2026-01-02 03:04:05', '%Y-%m-%d')") == "2026-01-02"
+    assert scalar(con, "date_format(TIMESTAMP '2026-01-02 03:04:05', '%H:%i:%s')") == "03:04:05"
+    assert scalar(con, "date_format(TIMESTAMP '2024-02-29 23:59:59.999', '%Y-%m-%d %H:%i:%s')") == "2024-02-29 23:59:59"
+    assert scalar(con, "date_format(TIMESTAMP '2099-12-31 00:00:00', '%Y-%m-%d')") == "2099-12-31"
+    assert scalar(con, "date_format(CAST(NULL AS timestamp), '%Y-%m-%d')") is None
+    # what sql/cloudfront_logs_v2_view.sql relies on: date_parse reads back what date_format wrote
+    day, time = "date_format(x, '%Y-%m-%d')", "date_format(x, '%H:%i:%s')"
+    round_trip = f"date_parse(concat({day}, ' ', {time}), {PARSE_FORMAT})".replace(
+        "x", "TIMESTAMP '2026-11-28 15:04:05'"
+    )
+    assert scalar(con, round_trip) == datetime(2026, 11, 28, 15, 4, 5)
+
+
+def prove_unix_to_time(con: Connection) -> None:
+    uses("SELECT from_unixtime(0e0)", "UnixToTime")
+
+    # Trino from_unixtime(double): the instant that many seconds after 1970-01-01 00:00:00 UTC, as a timestamp with
+    # time zone in the session's zone (UTC in Athena; the DuckDB engine sets TimeZone = 'UTC'). Compared as the
+    # strings the view makes of it, and as an instant.
+    def utc(athena_expression: str) -> str:
+        return str(scalar(con, f"date_format({athena_expression}, '%Y-%m-%d %H:%i:%s')"))
+
+    assert utc("from_unixtime(0e0)") == "1970-01-01 00:00:00"
+    # the real v2 line (fixtures, line 30): timestamp 1738535441 next to date 2025-02-02 and time 22:30:41
+    assert utc("from_unixtime(try_cast('1738535441' AS double))") == "2025-02-02 22:30:41"
+    assert utc("from_unixtime(try_cast('1738535441.937' AS double))") == "2025-02-02 22:30:41"  # fraction: same s
+    assert utc("from_unixtime(1709251199e0)") == "2024-02-29 23:59:59"
+    assert utc("from_unixtime(1709251200e0)") == "2024-03-01 00:00:00"
+    assert utc("from_unixtime(-1e0)") == "1969-12-31 23:59:59"
+    assert scalar(con, "from_unixtime(CAST(NULL AS double))") is None
+    instant = scalar(con, "from_unixtime(1738535441.5e0)")
+    assert instant == datetime(2025, 2, 2, 22, 30, 41, 500000, tzinfo=UTC)
+    # an out-of-range value can fail the query; the view wraps it in try(), which gives NULL
+    assert scalar(con, "try(date_format(from_unixtime(1e300), '%Y-%m-%d'))") is None
+
+
+PROOFS.update(
+    {
+        "Bracket": prove_element_at,
+        "Div": prove_div,
+        "Sum": prove_sum,
+        "Like": prove_like,
+        "TimeToStr": prove_time_to_str,
+        "UnixToTime": prove_unix_to_time,
+    }
+)
 # Nodes proven outside PROOFS (none left: functions_used now reports Bracket and Div too).
 EXTRA_PROOFS: dict[str, Callable[[Connection], None]] = {}
 
