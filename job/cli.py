@@ -205,11 +205,16 @@ def _query_name(name: str) -> str:
 def cmd_sql(args: argparse.Namespace) -> int:
     sql_dir = Path(args.sql_dir)
     if args.ddl:
-        ddl = SqlFile.load(TABLE_DDL, sql_dir)
+        from job.formats import NORMALISING_VIEW, ddl_name
+
+        log_format = LogFormat(args.log_format)
+        ddl = SqlFile.load(TABLE_DDL if log_format is LogFormat.LEGACY else ddl_name(log_format), sql_dir)
         location = validate_s3_location(args.location)
-        layout = Layout(args.layout)
-        template = layout.athena_template(location)
-        print(ddl.render_literal({"location": Varchar(location), "location_template": Varchar(template)}))
+        template = Layout(args.layout).athena_template(location)
+        given = {"location": Varchar(location), "location_template": Varchar(template)}
+        print(ddl.render_literal({name: value for name, value in given.items() if name in ddl.parameters}))
+        if log_format is not LogFormat.LEGACY:  # the metrics query reads the view over the v2 table
+            print(";\n\n" + SqlFile.load(NORMALISING_VIEW, sql_dir).text)
         return 0
     if not args.distribution or not args.start or not args.end:
         raise ConfigError("cfmetrics sql: --distribution, --from and --to are required (or --ddl)")
@@ -339,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--ddl", action="store_true", help="print the CREATE EXTERNAL TABLE statement instead")
     sql.add_argument("--location", default="s3://your-log-bucket/cloudfront/", help="with --ddl: the log root in S3")
     sql.add_argument("--layout", choices=[m.value for m in Layout], default="plain", help="with --ddl: path layout")
+    sql.add_argument(
+        "--log-format", choices=[m.value for m in LogFormat], default="legacy", help="with --ddl: the files' format"
+    )
     sql.add_argument("--sql-dir", default=str(DEFAULT_SQL_DIR), help="folder of the SQL files (default: sql/)")
     sql.set_defaults(func=cmd_sql)
 
