@@ -154,7 +154,12 @@ CREATE TABLE IF NOT EXISTS batches (
   id TEXT PRIMARY KEY, target TEXT NOT NULL, created_at TEXT NOT NULL, payload TEXT NOT NULL,
   sent INTEGER NOT NULL DEFAULT 0, in_flight INTEGER, in_flight_at TEXT, committed_at TEXT, lines INTEGER NOT NULL,
   malformed_lines INTEGER NOT NULL);
+-- The journal's datums live apart from the batch row, which changes twice per request: SQLite rewrites a whole
+-- row (overflow pages included) on every UPDATE.
+CREATE TABLE IF NOT EXISTS batch_payloads (id TEXT PRIMARY KEY, payload TEXT NOT NULL);
 """
+# A batch's journal, wherever an earlier version kept it.
+_PAYLOAD = "COALESCE(NULLIF(b.payload, ''), (SELECT p.payload FROM batch_payloads p WHERE p.id = b.id))"
 
 
 _ADDED_COLUMNS = (
@@ -221,7 +226,7 @@ class LocalLedger:
         if not wanted:
             return totals
         rows = self.db.execute(
-            "SELECT target, payload, sent, committed_at FROM batches WHERE created_at >= ?",
+            f"SELECT b.target, {_PAYLOAD}, b.sent, b.committed_at FROM batches b WHERE b.created_at >= ?",
             (oldest_batch_for(wanted).isoformat(),),
         )
         for target, payload, sent, committed_at in rows:
@@ -264,8 +269,8 @@ class LocalLedger:
 
     def pending(self, target: str) -> list[PendingBatch]:
         rows = self.db.execute(
-            "SELECT payload, sent, in_flight, in_flight_at FROM batches "
-            "WHERE target = ? AND committed_at IS NULL ORDER BY created_at",
+            f"SELECT {_PAYLOAD}, b.sent, b.in_flight, b.in_flight_at FROM batches b "
+            "WHERE b.target = ? AND b.committed_at IS NULL ORDER BY b.created_at",
             (target,),
         )
         return [
@@ -274,11 +279,18 @@ class LocalLedger:
         ]
 
     def begin(self, batch: Batch) -> None:
-        self._write(
-            "INSERT INTO batches (id, target, created_at, payload, lines, malformed_lines) VALUES (?, ?, ?, ?, ?, ?)",
-            batch.id, batch.target, datetime.now(UTC).isoformat(), batch.to_json(), batch.lines,
-            batch.malformed_lines,
-        )  # fmt: skip
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("INSERT INTO batch_payloads (id, payload) VALUES (?, ?)", (batch.id, batch.to_json()))
+            self.db.execute(
+                "INSERT INTO batches (id, target, created_at, payload, lines, malformed_lines) "
+                "VALUES (?, ?, ?, '', ?, ?)",
+                (batch.id, batch.target, datetime.now(UTC).isoformat(), batch.lines, batch.malformed_lines),
+            )
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.db.execute("ROLLBACK") if self.db.in_transaction else None
+            raise LedgerError(f"{self.folder}: ledger write failed: cannot journal batch {batch.id} ({exc})") from exc
 
     def mark_in_flight(self, batch_id: str, index: int, at: datetime) -> None:
         self._write("UPDATE batches SET in_flight = ?, in_flight_at = ? WHERE id = ?", index, at.isoformat(), batch_id)
@@ -291,7 +303,7 @@ class LocalLedger:
     def commit(self, batch_id: str, at: datetime) -> None:
         """Record the batch's files and close it, in one transaction; committing a batch twice changes nothing,
         but a file another batch recorded is an error (it would have been published twice)."""
-        row = self.db.execute("SELECT payload FROM batches WHERE id = ?", (batch_id,)).fetchone()
+        row = self.db.execute(f"SELECT {_PAYLOAD} FROM batches b WHERE b.id = ?", (batch_id,)).fetchone()
         if row is None:
             raise LedgerError(f"{self.folder}: no batch {batch_id} to commit")
         batch = Batch.from_json(row[0])

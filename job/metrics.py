@@ -203,8 +203,13 @@ def datums_from_rows(
     by_type: dict[tuple[datetime, str], int] = defaultdict(int)
     histogram: dict[datetime, dict[float, float]] = defaultdict(dict)
     files: dict[str, FileLines] = {}
+    groupings = {g.value: g for g in Grouping}
+    minutes: dict[Any, datetime] = {}  # a few thousand minutes over hundreds of thousands of rows
     for row in rows:
-        grouping = Grouping(int(row["grouping_id"]))
+        grouping = groupings.get(int(row["grouping_id"]))
+        if grouping is None:
+            known = ", ".join(str(g.value) for g in Grouping)
+            raise ConfigError(f"query row with grouping_id {row['grouping_id']}: expected one of {known}")
         count = 0 if _is_missing(row.get("requests")) else int(row["requests"])
         if grouping is Grouping.FILE:
             bad = count - int(row["valid_requests"])
@@ -213,7 +218,12 @@ def datums_from_rows(
             continue
         if _is_missing(row["minute"]):
             continue  # malformed lines: counted through their file's row
-        minute = as_utc_minute(row["minute"])
+        raw = row["minute"]
+        minute = minutes.get(raw) if isinstance(raw, datetime | str) else None
+        if minute is None:
+            minute = as_utc_minute(raw)
+            if isinstance(raw, datetime | str):
+                minutes[raw] = minute
         if grouping is Grouping.MINUTE:
             if "requests" in row:
                 requests += count
