@@ -22,8 +22,7 @@ from sqlglot.errors import ParseError
 from job.errors import SqlTemplateError, UnreadableFileError
 from job.layout import LogFormat
 from job.sql_files import SqlFile
-from job.sql_values import Varchar
-from job.table_spec import table_spec
+from job.table_spec import parse_create, string_columns, table_spec
 from job.translate import to_duckdb
 
 V2_TABLE = "cloudfront_logs_v2"  # the table every v2 DDL creates and the normalising view reads
@@ -90,20 +89,8 @@ def v2_table(ddl: SqlFile, log_format: LogFormat) -> V2Table:
         spec = table_spec(ddl)  # ROW FORMAT DELIMITED, the same parser as the legacy table's
         return V2Table(log_format, spec.name, spec.columns, spec.partition_columns, spec.columns, spec.delimiter,
                        spec.header_lines)  # fmt: skip
-    params = {"location": Varchar("s3://bucket/prefix/"), "location_template": Varchar("s3://bucket/prefix/")}
-    text = ddl.render_literal({k: v for k, v in params.items() if k in ddl.parameters})
-    try:
-        create = sqlglot.parse_one(text, read="athena")
-    except ParseError as exc:
-        raise SqlTemplateError(f"{ddl.path}: cannot parse the table DDL ({exc})") from exc
-    if not isinstance(create, exp.Create) or not isinstance(create.this, exp.Schema):
-        raise SqlTemplateError(f"{ddl.path}: expected one CREATE EXTERNAL TABLE statement with a column list")
-    columns: list[str] = []
-    for column in create.this.expressions:
-        kind = column.args.get("kind")
-        if not isinstance(kind, exp.DataType) or not kind.is_type(exp.DataType.Type.TEXT, exp.DataType.Type.VARCHAR):
-            raise SqlTemplateError(f"{ddl.path}: column {column.name} must be STRING (the engines read text)")
-        columns.append(column.name)
+    create = parse_create(ddl)
+    columns = string_columns(create, ddl.path)
     partitions: list[str] = []
     storage = ""
     mappings: dict[str, str] = {}

@@ -28,8 +28,8 @@ class TableSpec:
         return dict(self.properties).get(key)
 
 
-def table_spec(ddl: SqlFile, location: str = "s3://bucket/prefix/", template: str = "") -> TableSpec:
-    """Parse the CREATE EXTERNAL TABLE statement; every column must be STRING, as the engines read text."""
+def parse_create(ddl: SqlFile, location: str = "s3://bucket/prefix/", template: str = "") -> exp.Create:
+    """The CREATE EXTERNAL TABLE statement of a DDL file, its parameters filled with placeholder locations."""
     params = {"location": Varchar(location), "location_template": Varchar(template or location)}
     text = ddl.render_literal({k: v for k, v in params.items() if k in ddl.parameters})
     try:
@@ -38,12 +38,24 @@ def table_spec(ddl: SqlFile, location: str = "s3://bucket/prefix/", template: st
         raise SqlTemplateError(f"{ddl.path}: cannot parse the table DDL ({exc})") from exc
     if not isinstance(create, exp.Create) or not isinstance(create.this, exp.Schema):
         raise SqlTemplateError(f"{ddl.path}: expected one CREATE EXTERNAL TABLE statement with a column list")
+    return create
+
+
+def string_columns(create: exp.Create, where: object) -> list[str]:
+    """The column names, in order; every column must be STRING, as the engines read text."""
     columns = []
     for column in create.this.expressions:
         kind = column.args.get("kind")
         if not isinstance(kind, exp.DataType) or not kind.is_type(exp.DataType.Type.TEXT, exp.DataType.Type.VARCHAR):
-            raise SqlTemplateError(f"{ddl.path}: column {column.name} must be STRING (the engines read text)")
+            raise SqlTemplateError(f"{where}: column {column.name} must be STRING (the engines read text)")
         columns.append(column.name)
+    return columns
+
+
+def table_spec(ddl: SqlFile, location: str = "s3://bucket/prefix/", template: str = "") -> TableSpec:
+    """Parse the CREATE EXTERNAL TABLE statement of a delimited-text table."""
+    create = parse_create(ddl, location, template)
+    columns = string_columns(create, ddl.path)
     partitions: list[str] = []
     delimiter = "\t"
     props: list[tuple[str, str]] = []
