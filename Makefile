@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help install test lint typecheck unit demo bench clean
+.PHONY: help install test lint typecheck unit demo bench reliability clean
 
 help:
 	@echo "make demo   run the whole job on generated sample logs against a local CloudWatch, chart the result"
@@ -37,6 +37,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+# The long run behind docs/RELIABILITY.md: 1,000 random scenarios with faults, and SIGKILL at every kill point.
+reliability: $(STAMP)
+	$(BIN)/python -m tests.reliability
 
 clean:
 	rm -rf $(VENV) .venv-sam .aws-sam demo-output .cfmetrics-state .pytest_cache .mypy_cache .ruff_cache

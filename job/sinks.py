@@ -9,7 +9,7 @@ from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError
 
 from job.errors import ConfigError, PublishError
 from job.limits import MAX_QUERIES_PER_GET
@@ -35,6 +35,30 @@ class Sink(Protocol):
         ...
 
 
+class PublishAmbiguous(PublishError):
+    """CloudWatch may have taken a request whose answer was lost (5xx, read timeout, connection dropped)."""
+
+
+def _no_blind_retry(response: Any, caught_exception: Exception | None, **_: Any) -> None:
+    """botocore's retry hook for PutMetricData: retrying an answer that does not prove the request was refused
+    could count its datums twice, so such an answer stops the run instead. The request stays marked in flight,
+    and the next run reads CloudWatch back to tell whether it arrived. Throttling (a refusal) and connections
+    that never opened are left to botocore's retries."""
+    if caught_exception is not None:
+        if isinstance(caught_exception, ConnectTimeoutError | EndpointConnectionError):
+            return None  # the request never reached CloudWatch
+        raise PublishAmbiguous(
+            f"PutMetricData: no answer ({caught_exception}); CloudWatch may have taken the request, so it is not "
+            "sent again blindly: the next run reads CloudWatch back and sends it only if it did not arrive"
+        ) from caught_exception
+    if response is not None and response[0].status_code >= 500:
+        raise PublishAmbiguous(
+            f"PutMetricData: CloudWatch answered {response[0].status_code}, which does not say whether it took the "
+            "request; it is not sent again blindly: the next run reads CloudWatch back and decides"
+        )
+    return None
+
+
 class CloudWatchSink:
     """PutMetricData through an injected boto3 CloudWatch client (retries come from botocore's retry mode)."""
 
@@ -44,6 +68,8 @@ class CloudWatchSink:
         self.client = client
         self.key = key
         self.settle = settle
+        if client is not None:
+            client.meta.events.register_first("needs-retry.cloudwatch.PutMetricData", _no_blind_retry)
 
     def sample_counts(self, namespace: str, keys: Collection[DatumKey]) -> dict[DatumKey, float] | None:
         ordered = sorted(keys, key=lambda k: (k[2], k[0], k[1]))
@@ -84,6 +110,8 @@ class CloudWatchSink:
     def put(self, namespace: str, datums: Sequence[Datum]) -> None:
         try:
             self.client.put_metric_data(Namespace=namespace, MetricData=[d.to_api() for d in datums])
+        except PublishAmbiguous:
+            raise
         except (ClientError, BotoCoreError) as exc:
             raise PublishError(f"CloudWatch PutMetricData ({len(datums)} datums, {namespace}) failed: {exc}") from exc
 
