@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -40,6 +41,7 @@ class S3Ledger:
 
     def __init__(self, client: Any, bucket: str, prefix: str, owner: str, clock: Callable[[], datetime] = _now) -> None:
         self.client, self.bucket, self.prefix, self.owner, self.clock = client, bucket, prefix, owner, clock
+        self._token = ""  # the lease this ledger object holds, if any
 
     def __str__(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
@@ -86,26 +88,46 @@ class S3Ledger:
         return f"{self._root(target)}files/{distribution_id}/{hour:%Y%m%d%H}.json"
 
     # -- the Ledger interface -------------------------------------------------------------------------------
+    @property
+    def _lease_key(self) -> str:
+        return f"{self.prefix}lease.json"
+
+    def _lease(self) -> dict[str, str]:
+        return {"owner": self.owner, "token": self._token, "expires": (self.clock() + LEASE_DURATION).isoformat()}
+
     @contextmanager
     def lock(self) -> Iterator[None]:
-        """A lease object created with If-None-Match; an expired lease is taken over with If-Match."""
-        key = f"{self.prefix}lease.json"
-        now = self.clock()
-        lease = {"owner": self.owner, "expires": (now + LEASE_DURATION).isoformat()}
-        if not self._put(key, lease, create_only=True):
+        """A lease object created with If-None-Match; an expired lease is taken over with If-Match. Its token tells
+        our own lease from another run's (a create whose answer was lost, then retried, finds our token)."""
+        key = self._lease_key
+        self._token = uuid.uuid4().hex
+        if not self._put(key, self._lease(), create_only=True):
             current = self._get(key)
-            if current is not None:
+            if current is not None and current[0].get("token") != self._token:
                 body, etag = current
-                if datetime.fromisoformat(body["expires"]) > now:
+                if datetime.fromisoformat(body["expires"]) > self.clock():
                     raise LedgerBusy(f"{self}: another run ({body['owner']}) holds the lease until {body['expires']}")
-                if not self._put(key, lease, if_match=etag):
+                if not self._put(key, self._lease(), if_match=etag):
                     raise LedgerBusy(f"{self}: another run took the expired lease first")
-            elif not self._put(key, lease, create_only=True):
+            elif current is None and not self._put(key, self._lease(), create_only=True):
                 raise LedgerBusy(f"{self}: another run took the lease first")
         try:
             yield
         finally:
-            self._delete(key)
+            current = self._get(key)
+            if current is not None and current[0].get("token") == self._token:
+                self._delete(key)
+            self._token = ""
+
+    def _renew(self) -> None:
+        """Extend our lease before each step that publishes or records; stop if another run has taken it over."""
+        if not self._token:
+            return  # not under lock(): tests and tools that drive the ledger directly
+        current = self._get(self._lease_key)
+        if current is None or current[0].get("token") != self._token:
+            raise LedgerBusy(f"{self}: this run's lease was taken over by another run; stopping without publishing")
+        if not self._put(self._lease_key, self._lease(), if_match=current[1]):
+            raise LedgerBusy(f"{self}: this run's lease changed under it; stopping without publishing")
 
     def recorded(self, target: str, files: Sequence[LogFile] | None = None) -> set[str]:
         if files is None:
@@ -191,6 +213,7 @@ class S3Ledger:
         self._put(self._batch_key(batch.id, "progress"), {"sent": 0, "in_flight": None})
 
     def mark_in_flight(self, batch_id: str, index: int, at: datetime) -> None:
+        self._renew()
         progress = {"sent": index, "in_flight": index, "in_flight_at": at.isoformat()}
         self._put(self._batch_key(batch_id, "progress"), progress)
 
@@ -200,6 +223,7 @@ class S3Ledger:
     def commit(self, batch_id: str, at: datetime) -> None:
         """Add the batch's files to their partition objects (read-modify-write with If-Match), then drop the
         journal; a crash in between leaves a journal whose files are all recorded, which the next run closes."""
+        self._renew()
         stored = self._get(self._batch_key(batch_id, "batch"))
         if stored is None:
             raise LedgerError(f"{self}: no journal for batch {batch_id}")

@@ -736,11 +736,11 @@ def kill_sweep(endpoint: str, work: Path, log: Callable[[str], None]) -> list[Ki
                 published = jsonl_counts(folder / "out.jsonl", namespace)
             judge(case, sink, killed, point, rerun.returncode, rerun.stderr, published, expected)
 
-    # the S3 ledger: after every one of its S3 writes (2 batches x 8 writes, lease and fingerprint: 19)
+    # the S3 ledger: after every one of its S3 writes (2 batches x 10 writes, lease, fingerprint, release: 23)
     s3 = aws.client(aws.session(REGION), "s3", endpoint)
     for bucket in ("rel-kill-logs", "rel-kill-state"):
         s3.create_bucket(Bucket=bucket)
-    for n in range(1, 20):
+    for n in range(1, 24):
         folder = work / f"s3-{n}"
         ids = [f"EKS{n}X{x}" for x in "AB"]
         hour = base + timedelta(hours=next(hours))
