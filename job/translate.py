@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError
@@ -38,12 +40,14 @@ PROVEN_FUNCTIONS: frozenset[str] = frozenset(
 )
 
 
-def functions_used(sql: str) -> set[str]:
-    """The sqlglot function node names in an Athena statement; unknown functions appear as 'Anonymous:name'."""
+def _parse(sql: str) -> exp.Expr:
     try:
-        tree = sqlglot.parse_one(sql, read="athena")
+        return sqlglot.parse_one(sql, read="athena")
     except ParseError as exc:
         raise SqlTemplateError(f"cannot parse as Athena SQL: {exc}") from exc
+
+
+def _names(tree: exp.Expr) -> set[str]:
     names = set()
     # element_at parses to a Bracket, `/` to a Div and LIKE to a Like, none of them a Func, yet each translates
     # with a catch of its own.
@@ -52,10 +56,13 @@ def functions_used(sql: str) -> set[str]:
     return names
 
 
-def check_translatable(sql: str, where: str) -> None:
-    """Raise UntranslatableSqlError if the statement uses a function no test proves."""
-    unproven = sorted(functions_used(sql) - PROVEN_FUNCTIONS)
-    tree = sqlglot.parse_one(sql, read="athena")
+def functions_used(sql: str) -> set[str]:
+    """The sqlglot function node names in an Athena statement; unknown functions appear as 'Anonymous:name'."""
+    return _names(_parse(sql))
+
+
+def _check(tree: exp.Expr, where: str) -> None:
+    unproven = sorted(_names(tree) - PROVEN_FUNCTIONS)
     for node in tree.find_all(exp.ApproxQuantile):
         if node.args.get("weight") is not None or node.args.get("accuracy") is not None:
             unproven.append("approx_percentile with a weight or accuracy argument")
@@ -72,7 +79,12 @@ def check_translatable(sql: str, where: str) -> None:
         )
 
 
-def _trino_semantics(node: exp.Expression) -> exp.Expression:
+def check_translatable(sql: str, where: str) -> None:
+    """Raise UntranslatableSqlError if the statement uses a function no test proves."""
+    _check(_parse(sql), where)
+
+
+def _trino_semantics(node: exp.Expr) -> exp.Expr:
     # DuckDB's approx_quantile is a t-digest whose result changes with thread scheduling; Athena's
     # approx_percentile returns a value of the data. quantile_disc also returns a value of the data, exactly and
     # deterministically, so local runs are reproducible and tests compare against exact figures.
@@ -81,8 +93,10 @@ def _trino_semantics(node: exp.Expression) -> exp.Expression:
     return node
 
 
+@functools.lru_cache(maxsize=64)
 def to_duckdb(sql: str, where: str) -> str:
-    """Translate one Athena statement to DuckDB's dialect."""
-    check_translatable(sql, where)
-    tree = sqlglot.parse_one(sql, read="athena").transform(_trino_semantics)
-    return tree.sql(dialect="duckdb")
+    """Translate one Athena statement to DuckDB's dialect: parsed once, and once per text (a run's queries of the
+    same shape share one translation)."""
+    tree = _parse(sql)
+    _check(tree, where)
+    return tree.transform(_trino_semantics).sql(dialect="duckdb")
