@@ -63,18 +63,13 @@ template-check: $(STAMP) $(SAM_STAMP)
 	$(BIN)/cfn-lint template.yml
 	SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam validate --lint --region us-east-1 -t template.yml
 
-# `sam build` runs these (Metadata: BuildMethod: makefile) with ARTIFACTS_DIR set: only job/ and sql/ ship;
-# awswrangler, pandas and pyarrow come from the AWS SDK for pandas layer, boto3 from the runtime.
+# `sam build` runs these (Metadata: BuildMethod: makefile) with ARTIFACTS_DIR set. lambda_build/artifact.py ships
+# the job modules each handler reaches (no demo, test or CLI code), sql/ for the metrics function, and vendors the
+# pure-Python packages the AWSSDKPandas layer lacks (lambda_build/requirements.txt); boto3 comes from the runtime.
 build-CfMetricsFunction:
 	@test -n "$(ARTIFACTS_DIR)" || { echo "ARTIFACTS_DIR is not set: run this through sam build"; exit 1; }
-	mkdir -p "$(ARTIFACTS_DIR)"
-	cp -R job sql "$(ARTIFACTS_DIR)/"
-	find "$(ARTIFACTS_DIR)" -name __pycache__ -type d -prune -exec rm -rf {} +
-	find "$(ARTIFACTS_DIR)" -name '*.pyc' -delete
+	$(PYTHON) lambda_build/artifact.py job.handler "$(ARTIFACTS_DIR)" --sql --vendor lambda_build/requirements.txt
 
 build-LegacyMoverFunction:
 	@test -n "$(ARTIFACTS_DIR)" || { echo "ARTIFACTS_DIR is not set: run this through sam build"; exit 1; }
-	mkdir -p "$(ARTIFACTS_DIR)"
-	cp -R job "$(ARTIFACTS_DIR)/"
-	find "$(ARTIFACTS_DIR)" -name __pycache__ -type d -prune -exec rm -rf {} +
-	find "$(ARTIFACTS_DIR)" -name '*.pyc' -delete
+	$(PYTHON) lambda_build/artifact.py job.legacy_mover "$(ARTIFACTS_DIR)"

@@ -1,4 +1,4 @@
-"""Benchmark data: realistic CloudFront log files made by job.sample_logs, cached under bench/data/.
+"""Benchmark data: realistic CloudFront log files made by job.demo.sample_logs, cached under bench/data/.
 
 Generating lines in Python is slow (about 100 k lines/s per core), so each size is built from a pool of distinct
 files, one per partition hour (the last hours before the pool was made), generated once and cached. A size is a
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from job.layout import Layout
-from job.sample_logs import write_log_file
-from job.window import HOUR, floor_hour
+from job.core.files import Layout
+from job.core.window import HOUR, floor_hour
+from job.demo.sample_logs import write_log_file
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 # Two distributions; both look like real CloudFront ids (upper-case letters and digits).

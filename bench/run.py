@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.data import DATA_DIR, Dataset, ensure_dataset, ensure_dense_dataset
-from job.limits import MAX_REQUEST_BYTES
+from job.core.limits import MAX_REQUEST_BYTES
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs" / "BENCHMARKS.md"
@@ -442,7 +442,7 @@ def render(
         "Counted by botocore itself: the job's CloudWatch sink and a real boto3 client that stops just before the "
         f"network. Body: the serialized request ({content_type}, the protocol this botocore picks); on the wire: "
         "after botocore's gzip request compression. Packing budgets requests with the query protocol at its widest "
-        "(`job.packing.datum_wire_bytes`), an upper bound of every protocol."
+        "(`job.core.packing.datum_wire_bytes`), an upper bound of every protocol."
     )
     add("")
     if problems:
@@ -472,7 +472,7 @@ How fast the job turns CloudFront logs into metrics on DuckDB, against what it r
   out of `DuckDBEngine._view_sql`): decompressing and splitting lines, the floor for any query of the engine.
 - **zcat**: `zcat files > /dev/null`, decompression alone, on one core.
 
-Data is made by `job.sample_logs` (realistic lines, every result type, a slow tail of time-taken) and cached in
+Data is made by `job.demo.sample_logs` (realistic lines, every result type, a slow tail of time-taken) and cached in
 `bench/data/` (gitignored): distinct 250,000-line files, one per recent partition hour, hard-linked under two
 distributions, so no two files of one distribution share a minute and a bigger input gives each distribution's
 query more hours. The dense input puts 2 M lines in one distribution-hour instead. Each measurement runs in a

@@ -24,16 +24,17 @@ import boto3
 import duckdb
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
-from job.duckdb_engine import DuckDBEngine
-from job.engine import Engine, Row
-from job.layout import LocalLogStore, LogFile
-from job.ledger import LocalLedger
-from job.metrics import Datum
-from job.packing import REQUEST_OVERHEAD_BYTES, datum_wire_bytes
-from job.runner import Job, RunOptions, effective_window
-from job.sinks import CloudWatchSink, Sink
-from job.sql_files import MINUTE_METRICS, SqlFile
-from job.sql_values import SqlValue
+from job.adapters.duckdb_engine import DuckDBEngine
+from job.adapters.local_store import LocalLogStore
+from job.adapters.sinks import CloudWatchSink
+from job.core.files import LogFile
+from job.core.metrics import Datum
+from job.core.packing import REQUEST_OVERHEAD_BYTES, datum_wire_bytes
+from job.core.window import effective_window
+from job.ports import Engine, QueryResult, Sink
+from job.query.sql_files import SqlFile
+from job.query.sql_values import SqlValue
+from job.wiring import Settings, build_job
 
 NAMESPACE = "Bench/CloudFront"
 
@@ -110,32 +111,33 @@ class CountingSink(CloudWatchSink):
 class TimedEngine:
     """Delegates to the DuckDB engine and adds up the time spent in its queries (rows included)."""
 
-    def __init__(self, inner: DuckDBEngine) -> None:
+    def __init__(self, inner: Engine) -> None:
         self.inner = inner
         self.name = inner.name
         self.seconds = 0.0
         self.rows = 0
 
-    def query(self, sql: SqlFile, params: Mapping[str, SqlValue], files: Sequence[LogFile]) -> list[Row]:
+    def query(self, sql: SqlFile, params: Mapping[str, SqlValue], files: Sequence[LogFile]) -> QueryResult:
         start = time.perf_counter()
-        rows = self.inner.query(sql, params, files)
+        result = self.inner.query(sql, params, files)
         self.seconds += time.perf_counter() - start
-        self.rows += len(rows)
-        return rows
+        self.rows += len(result.rows)
+        return result
 
 
 def run_job(root: Path) -> dict[str, Any]:
     sink = CountingSink()
     now = datetime.now(UTC)
-    options = RunOptions(namespace=NAMESPACE, window=effective_window(None, None, now, checks_age=True))
+    window = effective_window(None, None, now, checks_age=True)
     rss_before = _peak_rss_kb()
     with tempfile.TemporaryDirectory(prefix="bench-ledger-") as state:
         start, cpu = time.perf_counter(), _cpu_seconds()
-        engine = TimedEngine(DuckDBEngine())
+        # wired as `cfmetrics run` wires it, with the engine and the sink wrapped to time them
+        job = build_job(Settings(logs=str(root), state=state, namespace=NAMESPACE, window=window))
+        engine = TimedEngine(job.engine)
         typed_engine: Engine = engine  # mypy checks the wrappers against the job's protocols
         typed_sink: Sink = sink
-        ledger = LocalLedger(Path(state))
-        job = Job(LocalLogStore(root), typed_engine, ledger, typed_sink, SqlFile.load(MINUTE_METRICS), options)
+        job.engine, job.sink = typed_engine, typed_sink
         report = job.run(now)
         seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
     by_type: Counter[str] = Counter()

@@ -8,72 +8,84 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from job import __version__
-from job.aws import client as aws_client
-from job.aws import session as aws_session
-from job.errors import CfMetricsError, ConfigError
-from job.layout import Layout, LocalLogStore, LogFormat, validate_distribution_id
-from job.metrics import DEFAULT_NAMESPACE, DOCUMENTED_RESULT_TYPES
-from job.sinks import CLOUDWATCH_SETTLE
-from job.sql_files import DEFAULT_SQL_DIR, MINUTE_METRICS, TABLE_DDL, SqlFile
-from job.sql_values import SqlValue, Varchar, VarcharList
-from job.validate import parse_result_types, validate_namespace, validate_query_name, validate_s3_location
-from job.window import HourWindow, parse_time, partition_key
+from job.adapters.local_store import LocalLogStore
+from job.adapters.sinks import CLOUDWATCH_SETTLE
+from job.core.errors import CfMetricsError, ConfigError, SqlChangedError
+from job.core.files import Layout, LogFormat, validate_distribution_id
+from job.core.metrics import DEFAULT_NAMESPACE, DOCUMENTED_RESULT_TYPES
+from job.core.validate import parse_result_types, validate_query_name, validate_s3_location
+from job.core.window import HourWindow, effective_window, parse_time
+from job.query.sql_files import DEFAULT_SQL_DIR, MINUTE_METRICS, TABLE_DDL, SqlFile, query_parameters
+from job.query.sql_values import Varchar
+from job.runner import Job
+from job.wiring import DEFAULT_STATE, EngineKind, Settings, build_job
 
-DEFAULT_STATE = Path(".cfmetrics-state")
+# The CLI's name of each setting a ConfigError can name (core and wiring name settings neutrally).
+FLAGS = {
+    "namespace": "--namespace", "result_types": "--result-types", "location": "--location", "query": "--query",
+    "from": "--from", "to": "--to", "distributions": "--distribution", "sink": "--sink", "engine": "--engine",
+    "athena_results": "--athena-results", "threads": "--threads", "query_timeout": "--query-timeout",
+    "logs": "--logs", "state": "--state",
+}  # fmt: skip
 
 
-def _time(option: str, value: str | None) -> datetime | None:
-    return parse_time(value, option) if value is not None else None
-
-
-def cloudwatch_client(endpoint_url: str | None, region: str | None) -> Any:
-    return aws_client(aws_session(region), "cloudwatch", endpoint_url)
+def _time(setting: str, value: str | None) -> datetime | None:
+    return parse_time(value, setting) if value is not None else None
 
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _build_job(args: argparse.Namespace, now: datetime, **hooks: Any) -> Any:
-    """The Job of `run`, `backfill` and `status`: validated options, clients, engine, ledger and sink."""
-    from job.runner import Job, RunOptions, effective_window
-    from job.sinks import CloudWatchSink, DryRunSink, JsonlSink, Sink, parse_sink_spec
+def settings_from_args(args: argparse.Namespace, now: datetime) -> Settings:
+    """The validated Settings of `run`, `backfill` and `status`."""
+    import getpass
+    import socket
 
-    namespace = validate_namespace(args.namespace)
-    distributions = tuple(validate_distribution_id(d) for d in args.distribution or ())
-    kind, path = parse_sink_spec(args.sink)
-    preview = getattr(args, "dry_run", False) or args.command == "status"
-    sink: Sink
-    if kind == "jsonl":
-        assert path is not None
-        sink = JsonlSink(path)
-    else:
-        key = f"cloudwatch@{args.endpoint_url or 'default'}"
-        client = None if preview else cloudwatch_client(args.endpoint_url, args.region)
-        sink = CloudWatchSink(client, key=key, settle=timedelta(seconds=args.in_flight_settle))
-    window = effective_window(
-        _time("--from", args.start), _time("--to", args.end), now, checks_age=sink.checks_timestamp_age
-    )
-    if preview:
-        sink = DryRunSink(sys.stdout, sink.key)
-    query = SqlFile.load(_query_name(args.query), Path(args.sql_dir))
-    store, engine = _store_and_engine(args)
-    ledger = _ledger(args)
-    _log(f"state: {ledger}")
-    options = RunOptions(
-        namespace=namespace,
-        window=window,
-        distributions=distributions,
+    settings = Settings(
+        logs=args.logs,
+        namespace=args.namespace,
+        query=args.query,
+        sql_dir=Path(args.sql_dir),
+        sink=args.sink,
+        state=args.state,
+        engine=EngineKind(args.engine),
+        layout=Layout(args.layout),
+        log_format=LogFormat(args.log_format),
+        distributions=tuple(args.distribution or ()),
+        result_types=parse_result_types(args.result_types),
+        region=args.region,
+        endpoint_url=args.endpoint_url,
+        s3_endpoint_url=args.s3_endpoint_url,
+        threads=args.threads,
+        workgroup=args.workgroup,
+        database=args.database,
+        athena_results=args.athena_results,
+        query_timeout_seconds=args.query_timeout,
+        in_flight_settle=timedelta(seconds=args.in_flight_settle),
         dry_run=getattr(args, "dry_run", False),
         accept_changed_sql=getattr(args, "accept_changed_sql", False),
-        result_types=parse_result_types(args.result_types),
+        owner=f"{getpass.getuser()}@{socket.gethostname()}",
     )
-    return Job(store, engine, ledger, sink, query, options, log=_log, **hooks)
+    window = effective_window(
+        _time("from", args.start), _time("to", args.end), now, checks_age=settings.checks_timestamp_age
+    )
+    return replace(settings, window=window)
+
+
+def _build_job(args: argparse.Namespace, now: datetime, **hooks: Any) -> Job:
+    """The Job of `run`, `backfill` and `status`: validated settings, then the one composition root."""
+    settings = settings_from_args(args, now)
+    preview = settings.dry_run or args.command == "status"
+    job = build_job(settings, preview=preview, log=_log, **hooks)
+    _log(f"state: {job.ledger}")
+    return job
 
 
 @contextmanager
@@ -123,7 +135,7 @@ def _print_plan(report: Any) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from job.status import build_status
+    from job.core.status import build_status
 
     now = datetime.now(UTC)
     job = _build_job(args, now)
@@ -147,65 +159,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store_and_engine(args: argparse.Namespace) -> tuple[Any, Any]:
-    """A local folder runs on DuckDB; an s3:// root on Athena, or on DuckDB over downloaded copies."""
-    from job.duckdb_engine import DuckDBEngine
-
-    if not args.logs.startswith("s3://"):
-        if args.engine == "athena":
-            raise ConfigError(f"--engine athena needs an s3:// log root; {args.logs!r} is a local folder")
-        return LocalLogStore(Path(args.logs)), DuckDBEngine(
-            SqlFile.load(TABLE_DDL, Path(args.sql_dir)), args.threads, LogFormat(args.log_format)
-        )
-    from job.s3_store import DownloadingEngine, S3LogStore, split_s3_uri
-
-    session = aws_session(args.region)
-    s3 = aws_client(session, "s3", args.s3_endpoint_url)
-    bucket, prefix = split_s3_uri(args.logs)
-    store = S3LogStore(s3, bucket, prefix, Layout(args.layout))
-    if args.engine == "duckdb":
-        return store, DownloadingEngine(
-            DuckDBEngine(SqlFile.load(TABLE_DDL, Path(args.sql_dir)), args.threads, LogFormat(args.log_format)), s3
-        )
-    from job.athena_engine import AthenaEngine
-
-    if not args.athena_results:
-        raise ConfigError("--engine athena needs --athena-results s3://bucket/prefix/ for the query results")
-    results_bucket, results_prefix = split_s3_uri(args.athena_results)
-    engine = AthenaEngine(
-        database=args.database,
-        workgroup=args.workgroup,
-        s3_output=f"s3://{results_bucket}/{results_prefix}",
-        boto3_session=session,
-        timeout_seconds=args.query_timeout,
-    )
-    return store, engine
-
-
-def _ledger(args: argparse.Namespace) -> Any:
-    from job.ledger import LocalLedger
-
-    if not args.state.startswith("s3://"):
-        return LocalLedger(Path(args.state))
-    import getpass
-    import socket
-
-    from job.s3_ledger import S3Ledger
-    from job.s3_store import split_s3_uri
-
-    bucket, prefix = split_s3_uri(args.state)
-    s3 = aws_client(aws_session(args.region), "s3", args.s3_endpoint_url)
-    return S3Ledger(s3, bucket, prefix, owner=f"{getpass.getuser()}@{socket.gethostname()}")
-
-
-def _query_name(name: str) -> str:
-    return validate_query_name(name)
-
-
 def cmd_sql(args: argparse.Namespace) -> int:
     sql_dir = Path(args.sql_dir)
     if args.ddl:
-        from job.formats import NORMALISING_VIEW, ddl_name
+        from job.query.ddl import NORMALISING_VIEW, ddl_name
 
         log_format = LogFormat(args.log_format)
         ddl = SqlFile.load(TABLE_DDL if log_format is LogFormat.LEGACY else ddl_name(log_format), sql_dir)
@@ -219,7 +176,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     if not args.distribution or not args.start or not args.end:
         raise ConfigError("cfmetrics sql: --distribution, --from and --to are required (or --ddl)")
     distribution_id = validate_distribution_id(args.distribution)
-    start, end = parse_time(args.start, "--from"), parse_time(args.end, "--to")
+    start, end = parse_time(args.start, "from"), parse_time(args.end, "to")
     window = HourWindow.from_bounds(start, end)
     files = list(args.file or ())
     if args.logs:
@@ -229,18 +186,13 @@ def cmd_sql(args: argparse.Namespace) -> int:
     for uri in files:
         if "\n" in uri or "\x00" in uri:
             raise ConfigError(f"--file {uri!r}: a log file path cannot contain a newline or NUL")
-    params: dict[str, SqlValue] = {
-        "distribution_id": Varchar(distribution_id),
-        "first_hour": Varchar(partition_key(window.first)),
-        "last_hour": Varchar(partition_key(window.last)),
-        "files": VarcharList(tuple(files)),
-    }
-    print(SqlFile.load(_query_name(args.query), sql_dir).render_literal(params))
+    params = query_parameters(distribution_id, window.first, window.last, files)
+    print(SqlFile.load(validate_query_name(args.query), sql_dir).render_literal(params))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from job.demo import run_demo
+    from job.demo.run import run_demo
 
     return run_demo(Path(args.out), endpoint_url=args.endpoint_url)
 
@@ -362,12 +314,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe(exc: CfMetricsError) -> str:
+    """The error as a CLI user reads it: the flag of the setting it names, and what to type to get out of it."""
+    message = str(exc)
+    if isinstance(exc, ConfigError) and exc.setting in FLAGS:
+        message = f"{FLAGS[exc.setting]}: {message}"
+    if isinstance(exc, SqlChangedError):
+        message += " (run a new file with --query NAME and maybe --namespace; or pass --accept-changed-sql)"
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
     except CfMetricsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {describe(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted: what was published is recorded; run again to continue", file=sys.stderr)

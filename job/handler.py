@@ -1,4 +1,4 @@
-"""The Lambda entry point: configuration from the environment, clients built here, errors re-raised."""
+"""The Lambda entry point: settings from the environment, the job from wiring, errors re-raised."""
 
 from __future__ import annotations
 
@@ -11,14 +11,25 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from job.errors import ConfigError
-from job.layout import Layout, LogFormat, validate_distribution_id
-from job.metrics import DEFAULT_NAMESPACE, DOCUMENTED_RESULT_TYPES, Datum, Unit
-from job.runner import Job, RunOptions, RunReport
-from job.sql_files import MINUTE_METRICS, SqlFile
-from job.window import HourWindow, floor_hour, parse_time
+from job.core.errors import ConfigError
+from job.core.files import Layout, LogFormat, validate_distribution_id
+from job.core.limits import MAX_LOG_DELIVERY_DELAY
+from job.core.metrics import DEFAULT_NAMESPACE, DOCUMENTED_RESULT_TYPES, RunHealth, health_datums
+from job.core.validate import parse_result_types, validate_namespace
+from job.core.window import HourWindow, floor_hour, parse_time
+from job.environment import Environment
+from job.query.sql_files import MINUTE_METRICS
+from job.wiring import EngineKind, Settings, build_job
 
-HEALTH_DIMENSIONS = (("Job", "cloudfront-log-metrics"),)
+# Late files arrive up to 24 h after their hour (MAX_LOG_DELIVERY_DELAY); look back two hours more, so a file
+# delivered at the very end of that delay is still listed by the run after it lands.
+DEFAULT_LOOKBACK = MAX_LOG_DELIVERY_DELAY + timedelta(hours=2)
+
+# The environment variable of each setting a ConfigError can name.
+VARIABLES = {
+    "namespace": "NAMESPACE", "result_types": "RESULT_TYPES", "distributions": "DISTRIBUTIONS",
+    "scheduled_time": "the event's scheduled_time",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -44,50 +55,47 @@ class HandlerConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> HandlerConfig:
-        from job.validate import parse_result_types, validate_namespace
+        read = Environment(env)
 
-        def need(name: str) -> str:
-            value = env.get(name, "").strip()
-            if not value:
-                raise ConfigError(f"environment variable {name} is not set")
-            return value
+        def distributions(raw: str) -> tuple[str, ...]:
+            return tuple(validate_distribution_id(d.strip()) for d in raw.split(",") if d.strip())
 
-        def number(name: str, default: str) -> float:
-            raw = env.get(name, default)
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ConfigError(f"environment variable {name}={raw!r}: expected a number") from None
-            if value <= 0:
-                raise ConfigError(f"environment variable {name}={raw!r}: expected a positive number")
-            return value
-
-        prefix = env.get("LOG_PREFIX", "")
-        try:
-            layout = Layout(env.get("LOG_LAYOUT", "plain"))
-        except ValueError:
-            raise ConfigError(f"LOG_LAYOUT={env.get('LOG_LAYOUT')!r}: expected 'plain' or 'hive'") from None
-        try:
-            log_format = LogFormat(env.get("LOG_FORMAT", "legacy"))
-        except ValueError:
-            expected = ", ".join(repr(f.value) for f in LogFormat)
-            raise ConfigError(f"LOG_FORMAT={env.get('LOG_FORMAT')!r}: expected one of {expected}") from None
-        ids = [d.strip() for d in env.get("DISTRIBUTIONS", "").split(",") if d.strip()]
+        lookback = DEFAULT_LOOKBACK // timedelta(hours=1)
         return cls(
-            log_bucket=need("LOG_BUCKET"),
-            log_prefix=prefix if not prefix or prefix.endswith("/") else prefix + "/",
-            layout=layout,
-            distributions=tuple(validate_distribution_id(d) for d in ids),
-            namespace=validate_namespace(env.get("NAMESPACE", DEFAULT_NAMESPACE)),
-            workgroup=need("ATHENA_WORKGROUP"),
-            database=need("ATHENA_DATABASE"),
-            results_bucket=need("RESULTS_BUCKET"),
-            results_prefix=env.get("RESULTS_PREFIX", "athena-results/"),
-            ledger_prefix=env.get("LEDGER_PREFIX", "ledger/"),
-            lookback_hours=int(number("LOOKBACK_HOURS", "26")),
-            query_timeout_seconds=number("QUERY_TIMEOUT_SECONDS", "240"),
-            result_types=parse_result_types(env.get("RESULT_TYPES") or ",".join(DOCUMENTED_RESULT_TYPES)),
-            log_format=log_format,
+            log_bucket=read.required("LOG_BUCKET"),
+            log_prefix=read.prefix("LOG_PREFIX"),
+            layout=read.choice("LOG_LAYOUT", Layout, Layout.PLAIN),
+            distributions=read.parsed("DISTRIBUTIONS", distributions),
+            namespace=read.parsed("NAMESPACE", validate_namespace, DEFAULT_NAMESPACE),
+            workgroup=read.required("ATHENA_WORKGROUP"),
+            database=read.required("ATHENA_DATABASE"),
+            results_bucket=read.required("RESULTS_BUCKET"),
+            results_prefix=read.prefix("RESULTS_PREFIX", "athena-results/"),
+            ledger_prefix=read.prefix("LEDGER_PREFIX", "ledger/"),
+            lookback_hours=int(read.positive("LOOKBACK_HOURS", str(lookback))),
+            query_timeout_seconds=read.positive("QUERY_TIMEOUT_SECONDS", "240"),
+            result_types=read.parsed("RESULT_TYPES", parse_result_types, ",".join(sorted(DOCUMENTED_RESULT_TYPES))),
+            log_format=read.choice("LOG_FORMAT", LogFormat, LogFormat.LEGACY),
+        )
+
+    def settings(self, window: HourWindow, owner: str) -> Settings:
+        """The run's Settings: logs, ledger and Athena results all in S3, metrics to CloudWatch."""
+        return Settings(
+            logs=f"s3://{self.log_bucket}/{self.log_prefix}",
+            window=window,
+            namespace=self.namespace,
+            query=MINUTE_METRICS,
+            state=f"s3://{self.results_bucket}/{self.ledger_prefix}",
+            engine=EngineKind.ATHENA,
+            layout=self.layout,
+            log_format=self.log_format,
+            distributions=self.distributions,
+            result_types=self.result_types,
+            workgroup=self.workgroup,
+            database=self.database,
+            athena_results=f"s3://{self.results_bucket}/{self.results_prefix}",
+            query_timeout_seconds=self.query_timeout_seconds,
+            owner=owner,
         )
 
 
@@ -96,7 +104,7 @@ def scheduled_time(event: Mapping[str, Any], fallback: datetime) -> datetime:
     raw = event.get("scheduled_time") or event.get("time")
     if not raw:
         return fallback
-    return parse_time(str(raw).replace("Z", ""), "event.scheduled_time")
+    return parse_time(str(raw).replace("Z", ""), "scheduled_time")
 
 
 def run_window(now: datetime, lookback_hours: int) -> HourWindow:
@@ -104,65 +112,34 @@ def run_window(now: datetime, lookback_hours: int) -> HourWindow:
     return HourWindow(floor_hour(now - timedelta(hours=lookback_hours)), floor_hour(now))
 
 
-def health_datums(report: RunReport, bytes_scanned: int, now: datetime, errors: int) -> list[Datum]:
-    """The job's own health metrics for one run."""
-    lag = 0.0
-    if report.files_left:
-        oldest = min(f.hour for f in report.files_left)
-        lag = max(0.0, (now - (oldest + timedelta(hours=1))).total_seconds())
-    minute = now.replace(second=0, microsecond=0)
-    figures = [
-        ("FilesProcessed", float(len(report.files_done)), Unit.COUNT),
-        ("MalformedLines", float(report.malformed_lines), Unit.COUNT),
-        ("BytesScanned", float(bytes_scanned), Unit.BYTES),
-        ("LagSeconds", lag, Unit.SECONDS),
-        ("Errors", float(errors), Unit.COUNT),
-    ]
-    return [Datum(name, HEALTH_DIMENSIONS, minute, unit, value=value) for name, value, unit in figures]
-
-
 def _log(**fields: Any) -> None:
     print(json.dumps(fields, default=str), file=sys.stdout, flush=True)
 
 
 def lambda_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-    from job import aws
-    from job.athena_engine import AthenaEngine
-    from job.s3_ledger import LedgerBusy, S3Ledger
-    from job.s3_store import S3LogStore
-    from job.sinks import CloudWatchSink
+    try:
+        return _handle(event, context)
+    except ConfigError as exc:
+        variable = VARIABLES.get(exc.setting or "")
+        message = f"{variable}: {exc}" if variable and not str(exc).startswith("environment variable") else str(exc)
+        _log(level="ERROR", message="configuration error", error=message)
+        raise ConfigError(message, exc.setting) from exc
+
+
+def _handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+    from job.adapters.s3_ledger import LedgerBusy
 
     started = time.monotonic()
     config = HandlerConfig.from_env(os.environ)
     now = scheduled_time(event, datetime.now(UTC))
-    session = aws.session()
-    s3 = aws.client(session, "s3")
-    cloudwatch = aws.client(session, "cloudwatch")
-    sink = CloudWatchSink(cloudwatch, key="cloudwatch")
-    engine = AthenaEngine(
-        database=config.database,
-        workgroup=config.workgroup,
-        s3_output=f"s3://{config.results_bucket}/{config.results_prefix}",
-        boto3_session=session,
-        timeout_seconds=config.query_timeout_seconds,
-    )
-    owner = getattr(context, "aws_request_id", "local")
-    ledger = S3Ledger(s3, config.results_bucket, config.ledger_prefix, owner=owner)
-    store = S3LogStore(s3, config.log_bucket, config.log_prefix, config.layout)
-    options = RunOptions(
-        namespace=config.namespace,
-        window=run_window(now, config.lookback_hours),
-        distributions=config.distributions,
-        result_types=config.result_types,
-    )
+    settings = config.settings(run_window(now, config.lookback_hours), getattr(context, "aws_request_id", "local"))
     margin_ms = (config.query_timeout_seconds + 30) * 1000
 
     def should_stop() -> bool:
         remaining = getattr(context, "get_remaining_time_in_millis", None)
         return remaining is not None and remaining() < margin_ms
 
-    query = SqlFile.load(MINUTE_METRICS)
-    job = Job(store, engine, ledger, sink, query, options, log=lambda m: _log(message=m), should_stop=should_stop)
+    job = build_job(settings, log=lambda m: _log(message=m), should_stop=should_stop)
     try:
         report = job.run(now)
     except LedgerBusy as busy:
@@ -171,12 +148,15 @@ def lambda_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     except Exception as exc:
         _log(level="ERROR", message="run failed", error=f"{type(exc).__name__}: {exc}")
         try:
-            sink.put(config.namespace, health_datums(RunReport(target=job.target), 0, now, errors=1))
+            job.sink.put(config.namespace, health_datums(RunHealth(0, 0, 0, errors=1), now))
         except Exception as also:  # CloudWatch may be what failed; the original error is the one to raise
             _log(level="ERROR", message="could not publish the Errors metric", error=str(also))
         raise
-    scanned = sum(s.data_scanned_bytes for s in engine.stats)
-    sink.put(config.namespace, health_datums(report, scanned, now, errors=0))
+    stats = getattr(job.engine, "stats", [])
+    scanned = sum(s.data_scanned_bytes for s in stats)
+    oldest_left = min((f.hour for f in report.files_left), default=None)
+    health = RunHealth(len(report.files_done), report.malformed_lines, scanned, errors=0, oldest_hour_left=oldest_left)
+    job.sink.put(config.namespace, health_datums(health, now))
     summary = {
         "status": "stopped-early" if report.stopped_early else "ok",
         "scheduled_time": now.isoformat(),
@@ -189,7 +169,7 @@ def lambda_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         "requests": report.requests,
         "bytes_scanned": scanned,
         "athena_queries": [
-            {"id": s.query_id, "bytes_scanned": s.data_scanned_bytes, "engine_ms": s.engine_ms} for s in engine.stats
+            {"id": s.query_id, "bytes_scanned": s.data_scanned_bytes, "engine_ms": s.engine_ms} for s in stats
         ],
         "duration_s": round(time.monotonic() - started, 3),
     }

@@ -14,8 +14,8 @@ from urllib.parse import unquote_plus
 
 from botocore.exceptions import ClientError
 
-from job.errors import ConfigError
-from job.layout import Layout
+from job.core.files import Layout
+from job.environment import Environment
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -60,29 +60,13 @@ class MoverConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> MoverConfig:
-        def need(name: str) -> str:
-            value = env.get(name, "").strip()
-            if not value:
-                raise ConfigError(f"environment variable {name} is not set")
-            return value
-
-        def prefix(name: str) -> str:
-            value = env.get(name, "").strip()
-            if value.startswith("/"):
-                raise ConfigError(f"environment variable {name}={value!r}: a key prefix does not start with '/'")
-            return value if not value or value.endswith("/") else value + "/"
-
-        raw_layout = env.get("LOG_LAYOUT", "plain")
-        try:
-            layout = Layout(raw_layout)
-        except ValueError:
-            raise ConfigError(f"LOG_LAYOUT={raw_layout!r}: expected 'plain' or 'hive'") from None
+        read = Environment(env)
         return cls(
-            source_bucket=need("SOURCE_BUCKET"),
-            source_prefix=prefix("SOURCE_PREFIX"),
-            dest_bucket=need("DEST_BUCKET"),
-            dest_prefix=prefix("DEST_PREFIX"),
-            layout=layout,
+            source_bucket=read.required("SOURCE_BUCKET"),
+            source_prefix=read.prefix("SOURCE_PREFIX"),
+            dest_bucket=read.required("DEST_BUCKET"),
+            dest_prefix=read.prefix("DEST_PREFIX"),
+            layout=read.choice("LOG_LAYOUT", Layout, Layout.PLAIN),
         )
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from job.layout import LogFile
+from job.core.files import LogFile
 from job.runner import RunReport
 
 

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import itertools
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from itertools import groupby
-from typing import Protocol
 
-from job.engine import Engine
-from job.errors import ConfigError, InFlightUnknown, SqlChangedError, UnreadableFileError
-from job.layout import Listing, LogFile
-from job.ledger import Batch, Ledger, PendingBatch, new_batch_id
-from job.limits import ATHENA_MIN_BYTES_PER_QUERY, ATHENA_USD_PER_TB, MAX_ATHENA_QUERY_BYTES, MAX_DATAPOINT_AGE
-from job.metrics import (
+from job.core.batch import Batch, PendingBatch, Target
+from job.core.errors import InFlightUnknown, SqlChangedError, UnreadableFileError
+from job.core.files import LogFile
+from job.core.limits import ATHENA_MIN_BYTES_PER_QUERY, ATHENA_USD_PER_TB, MAX_ATHENA_QUERY_BYTES, MAX_DATAPOINT_AGE
+from job.core.metrics import (
     DOCUMENTED_RESULT_TYPES,
     UNREADABLE_FILES,
     Datum,
@@ -22,44 +22,14 @@ from job.metrics import (
     datums_from_rows,
     malformed_lines_datums,
 )
-from job.packing import check_datums, pack
-from job.sinks import Sink
-from job.sql_files import SqlFile
-from job.sql_values import SqlValue, Varchar, VarcharList
-from job.window import HOUR, HourWindow, floor_hour, partition_key
+from job.core.packing import check_datums, pack
+from job.core.window import HourWindow
+from job.ports import Engine, Ledger, LogStore, Sink
+from job.query.sql_files import SqlFile, query_parameters
 
-# A file's lines may carry times up to an hour past its partition hour; keep that far from CloudWatch's edge.
-AGE_MARGIN = timedelta(hours=2)
 DEFAULT_MAX_FILES_PER_QUERY = 1000
 # About 2 M lines of gzip logs: DuckDB's exact percentiles hold every time-taken of a query in memory.
 DEFAULT_MAX_QUERY_DATA_BYTES = 128 * 1024 * 1024
-# CloudFront launched in 2008: no log is older.
-EARLIEST_LOGS = datetime(2008, 1, 1, tzinfo=UTC)
-
-
-def effective_window(
-    start: datetime | None, end: datetime | None, now: datetime, checks_age: bool
-) -> HourWindow | None:
-    """The partition hours a run covers (None: all). A sink that checks timestamp age (CloudWatch) covers the
-    last two weeks by default and refuses an older --from up front."""
-    latest = floor_hour(now) + HOUR
-    if checks_age:
-        oldest = floor_hour(now - MAX_DATAPOINT_AGE + AGE_MARGIN)
-        if start is not None and floor_hour(start) < oldest:
-            raise ConfigError(
-                f"--from {start:%Y-%m-%dT%H}: CloudWatch refuses datapoints older than two weeks, so the oldest "
-                f"hour it can take now is {oldest:%Y-%m-%dT%H}; use a later --from, or export with --sink jsonl:PATH"
-            )
-        last = floor_hour(end) if end else latest
-        if start is None and last < oldest:
-            raise ConfigError(
-                f"--to {last:%Y-%m-%dT%H}: CloudWatch refuses datapoints older than two weeks (before "
-                f"{oldest:%Y-%m-%dT%H}); export older logs with --sink jsonl:PATH"
-            )
-        return HourWindow(floor_hour(start) if start else oldest, last)
-    if start is None and end is None:
-        return None
-    return HourWindow(floor_hour(start) if start else EARLIEST_LOGS, floor_hour(end) if end else latest)
 
 
 @dataclass(frozen=True)
@@ -77,7 +47,7 @@ class RunOptions:
 class RunReport:
     """What a run did; printed by the CLI, logged by the handler."""
 
-    target: str
+    target: Target
     files_listed: int = 0
     files_already: int = 0
     files_new: int = 0
@@ -114,6 +84,15 @@ def _in_range(datum: Datum, now: datetime) -> bool:
     return now - MAX_DATAPOINT_AGE < datum.timestamp
 
 
+_BATCH_SEQUENCE = itertools.count()
+
+
+def new_batch_id(files: Sequence[LogFile], at: datetime) -> str:
+    """Sortable by creation time (the S3 ledger lists journals since a time by name), unique across processes
+    (the pid) and within one (a sequence number)."""
+    return f"{at:%Y%m%dT%H%M%S%f}-{os.getpid()}-{next(_BATCH_SEQUENCE)}-{len(files)}"
+
+
 def chunk_files(
     files: Sequence[LogFile], max_files: int, max_bytes: int, max_data_bytes: int = DEFAULT_MAX_QUERY_DATA_BYTES
 ) -> list[list[LogFile]]:
@@ -142,12 +121,6 @@ def chunk_files(
     return chunks
 
 
-class LogStore(Protocol):
-    """Lists the log files of a root (a local folder, an S3 prefix) in a window of partition hours."""
-
-    def list(self, window: HourWindow | None, distributions: Iterable[str] = ()) -> Listing: ...
-
-
 class Job:
     """Wires a log store, an engine, a ledger and a sink; each is injected, so tests and the Lambda reuse it."""
 
@@ -170,7 +143,10 @@ class Job:
         self.log = log
         self.should_stop = should_stop
         self.on_plan, self.on_progress, self.clock = on_plan, on_progress, clock
-        self.target = f"{query.name}|{sink.key}|{options.namespace}"
+        self.target = Target(query.name, sink.key, options.namespace)
+
+    def _batch_id(self, files: Sequence[LogFile]) -> str:
+        return new_batch_id(files, self.clock())
 
     def run(self, now: datetime) -> RunReport:
         report = RunReport(target=self.target)
@@ -189,9 +165,9 @@ class Job:
             raise SqlChangedError(
                 f"{self.query.path} changed since it published to this destination (fingerprint {published} -> "
                 f"{current}). Publishing with the new text would mix two definitions under the same metric names. "
-                "Either save the new version as a new file in sql/ and run it with --query NAME (it keeps its own "
-                "ledger and backfills on its own; give it another --namespace if its metrics mean something else), "
-                "or pass --accept-changed-sql to publish the files not yet published with the new definition."
+                "Either save the new version as a new file in sql/ and run it as its own query (it keeps its own "
+                "ledger and backfills on its own; give it another namespace if its metrics mean something else), "
+                "or accept the changed SQL to publish the files not yet published with the new definition."
             )
         if published != current:
             self.ledger.set_fingerprint(self.target, current, now)
@@ -249,19 +225,16 @@ class Job:
         empty = [f for f in files if f.size == 0]
         if empty:  # nothing to read (an object of no bytes): recorded as a file of no lines, never queried
             files = [f for f in files if f.size]
-            batch = Batch(new_batch_id(empty), self.target, self.options.namespace, tuple(empty), (), 0, 0,
+            batch = Batch(self._batch_id(empty), self.target, tuple(empty), (), 0, 0,
                           {f.uri: (0, 0) for f in empty})  # fmt: skip
             self._start(batch, 0, now, report)
             if not files:
                 return
-        params: dict[str, SqlValue] = {
-            "distribution_id": Varchar(distribution_id),
-            "first_hour": Varchar(partition_key(min(f.hour for f in files))),
-            "last_hour": Varchar(partition_key(max(f.hour for f in files))),
-            "files": VarcharList(tuple(f.uri for f in files)),
-        }
+        params = query_parameters(
+            distribution_id, min(f.hour for f in files), max(f.hour for f in files), [f.uri for f in files]
+        )
         try:
-            rows = self.engine.query(self.query, params, files)
+            result = self.engine.query(self.query, params, files)
         except UnreadableFileError as exc:
             if len(files) > 1:
                 half = len(files) // 2
@@ -270,7 +243,7 @@ class Job:
                 return
             self._publish_unreadable(files[0], str(exc), now, report)
             return
-        metrics = datums_from_rows(rows, distribution_id, self.options.result_types)
+        metrics = datums_from_rows(result.rows, distribution_id, self.options.result_types, result.rejected_lines)
         file_lines = {
             # a file with no line (empty, header only) has no row of its own
             f.uri: (metrics.files[f.uri].lines, metrics.files[f.uri].malformed) if f.uri in metrics.files else (0, 0)
@@ -283,9 +256,8 @@ class Job:
         report.other_result_types |= metrics.other_result_types
         requests = pack(datums)
         batch = Batch(
-            id=new_batch_id(files),
+            id=self._batch_id(files),
             target=self.target,
-            namespace=self.options.namespace,
             files=tuple(files),
             requests=tuple(requests),
             lines=metrics.requests + metrics.malformed_lines,
@@ -306,9 +278,8 @@ class Job:
         )
         datums = (datum,) if not self.sink.checks_timestamp_age or _in_range(datum, now) else ()
         batch = Batch(
-            id=new_batch_id([log_file]),
+            id=self._batch_id([log_file]),
             target=self.target,
-            namespace=self.options.namespace,
             files=(log_file,),
             requests=tuple(pack(datums)),
             lines=0,

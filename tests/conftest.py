@@ -23,7 +23,7 @@ import boto3
 import pytest
 
 from job.cli import main
-from job.moto_server import moto_server
+from job.demo.moto_server import moto_server
 from tests.reference import Reference
 
 REGION = "us-east-1"

@@ -32,10 +32,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import job.packing
-from job.ledger import LocalLedger
-from job.s3_ledger import S3Ledger
-from job.sinks import CloudWatchSink, JsonlSink
+import job.core.packing
+from job.adapters.s3_ledger import S3Ledger
+from job.adapters.sinks import CloudWatchSink, JsonlSink
+from job.adapters.sqlite_ledger import LocalLedger
 
 LEDGER_STEPS = ("begin", "mark_in_flight", "mark_sent", "commit")
 JSONL_CUTS = ("first-line", "half", "last-line")
@@ -303,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parser.parse_args(argv)
     args = options.args[1:] if options.args[:1] == ["--"] else options.args
     if options.max_datums:
-        setattr(job.packing, "MAX_DATUMS_PER_REQUEST", options.max_datums)  # noqa: B010
+        setattr(job.core.packing, "MAX_DATUMS_PER_REQUEST", options.max_datums)  # noqa: B010
     from job.cli import main as cli_main
 
     if options.kill:

@@ -48,20 +48,22 @@ import botocore.retries.standard
 import botocore.retryhandler
 from botocore.exceptions import ClientError
 
-import job.packing
-from job import aws
-from job.duckdb_engine import DuckDBEngine
-from job.errors import InFlightUnknown, LedgerError, PublishError
-from job.layout import LocalLogStore
-from job.ledger import Ledger, LocalLedger
-from job.metrics import Datum, DatumKey
-from job.moto_server import moto_server
+import job.core.packing
+from job.adapters import aws
+from job.adapters.duckdb_engine import DuckDBEngine
+from job.adapters.local_store import LocalLogStore
+from job.adapters.s3_ledger import S3Ledger
+from job.adapters.sinks import CloudWatchSink, JsonlSink
+from job.adapters.sqlite_ledger import LocalLedger
+from job.core.batch import Target
+from job.core.errors import InFlightUnknown, LedgerError, PublishError
+from job.core.metrics import Datum, DatumKey
+from job.core.window import HourWindow, floor_hour
+from job.demo.moto_server import moto_server
+from job.demo.sample_logs import generate, write_log_file
+from job.ports import Ledger, Sink
+from job.query.sql_files import MINUTE_METRICS, SqlFile
 from job.runner import Job, RunOptions
-from job.s3_ledger import S3Ledger
-from job.sample_logs import generate, write_log_file
-from job.sinks import CloudWatchSink, JsonlSink, Sink
-from job.sql_files import MINUTE_METRICS, SqlFile
-from job.window import HourWindow, floor_hour
 from tests.conftest import DOCUMENTED_TYPES, MetricQuery, MetricReader
 from tests.kill_runner import JSONL_CASES, KILL_CASES, KILLED_MARK, Point, install, resolve
 from tests.reference import Reference, scan_tree
@@ -74,7 +76,7 @@ REGION = "us-east-1"
 DISTRIBUTIONS = 3
 LOOKBACK = timedelta(hours=26)  # the handler's default window
 MAX_DATUMS = 30  # small requests: several per batch even with little data
-# botocore's standard mode as job/aws.py configures it: max_attempts retries after the first attempt.
+# botocore's standard mode as job/adapters/aws.py configures it: max_attempts retries after the first attempt.
 RETRIES = int(str(aws.RETRIES["max_attempts"]))
 RESULT_TYPES = (*DOCUMENTED_TYPES, "Other")
 
@@ -422,17 +424,17 @@ def query() -> SqlFile:
 def small_requests_and_no_backoff() -> Iterator[None]:
     """Requests of MAX_DATUMS datums; botocore's backoff waits zero (its retry decisions unchanged)."""
     saved = (
-        job.packing.__dict__["MAX_DATUMS_PER_REQUEST"],
+        job.core.packing.__dict__["MAX_DATUMS_PER_REQUEST"],
         botocore.retries.standard.ExponentialBackoff.delay_amount,
         botocore.retryhandler.__dict__["delay_exponential"],
     )
-    setattr(job.packing, "MAX_DATUMS_PER_REQUEST", MAX_DATUMS)  # noqa: B010
+    setattr(job.core.packing, "MAX_DATUMS_PER_REQUEST", MAX_DATUMS)  # noqa: B010
     setattr(botocore.retries.standard.ExponentialBackoff, "delay_amount", lambda self, context: 0.0)  # noqa: B010
     setattr(botocore.retryhandler, "delay_exponential", lambda **kwargs: 0.0)  # noqa: B010
     try:
         yield
     finally:
-        setattr(job.packing, "MAX_DATUMS_PER_REQUEST", saved[0])  # noqa: B010
+        setattr(job.core.packing, "MAX_DATUMS_PER_REQUEST", saved[0])  # noqa: B010
         setattr(botocore.retries.standard.ExponentialBackoff, "delay_amount", saved[1])  # noqa: B010
         setattr(botocore.retryhandler, "delay_exponential", saved[2])  # noqa: B010
 
@@ -449,9 +451,9 @@ class Scenario:
         self.outcome = Outcome(backend.name)
 
     @property
-    def target(self) -> str:
+    def target(self) -> Target:
         sink_key = self.backend.sink(None)[0].key
-        return f"{MINUTE_METRICS}|{sink_key}|{self.backend.namespace}"
+        return Target(MINUTE_METRICS, sink_key, self.backend.namespace)
 
     def violation(self, message: str) -> None:
         self.outcome.violations.append(message)

@@ -12,10 +12,10 @@ import boto3
 import pytest
 import sqlglot
 
-from job.athena_engine import AthenaEngine
-from job.layout import Layout, LogFile
-from job.sql_files import MINUTE_METRICS, SqlFile
-from job.sql_values import SqlValue, Varchar, VarcharList
+from job.adapters.athena_engine import AthenaEngine
+from job.core.files import Layout, LogFile
+from job.query.sql_files import MINUTE_METRICS, SqlFile
+from job.query.sql_values import SqlValue, Varchar, VarcharList
 
 ATTEMPTS = ["E1' OR '1'='1", "x'; DROP TABLE cloudfront_logs; --", "E1' /* comment */ --"]
 

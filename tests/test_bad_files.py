@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from job.sample_logs import HEADER, generate
+from job.demo.sample_logs import HEADER, generate
 from tests.conftest import jsonl_sums, read_jsonl, run_cli
 from tests.reference import scan_tree
 

@@ -8,17 +8,18 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from job.duckdb_engine import DuckDBEngine
-from job.engine import Row
-from job.errors import UnreadableFileError
-from job.layout import LocalLogStore, LogFile
-from job.ledger import LocalLedger
+from job.adapters.duckdb_engine import DuckDBEngine
+from job.adapters.local_store import LocalLogStore
+from job.adapters.sinks import JsonlSink
+from job.adapters.sqlite_ledger import LocalLedger
+from job.core.errors import UnreadableFileError
+from job.core.files import LogFile
+from job.core.status import build_status
+from job.demo.sample_logs import HEADER, generate
+from job.ports import QueryResult
+from job.query.sql_files import MINUTE_METRICS, SqlFile
+from job.query.sql_values import SqlValue
 from job.runner import Job, RunOptions
-from job.sample_logs import HEADER, generate
-from job.sinks import JsonlSink
-from job.sql_files import MINUTE_METRICS, SqlFile
-from job.sql_values import SqlValue
-from job.status import build_status
 from tests.conftest import jsonl_sums, read_jsonl, run_cli
 from tests.reference import scan_tree
 
@@ -35,7 +36,7 @@ class PickyEngine:
         self.inner = DuckDBEngine()
         self.calls: list[int] = []
 
-    def query(self, sql: SqlFile, params: Mapping[str, SqlValue], files: Sequence[LogFile]) -> list[Row]:
+    def query(self, sql: SqlFile, params: Mapping[str, SqlValue], files: Sequence[LogFile]) -> QueryResult:
         self.calls.append(len(files))
         bad = [f.uri for f in files if "junk" in f.uri]
         if bad:

@@ -9,8 +9,8 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from job.sample_logs import generate
-from job.sql_files import DEFAULT_SQL_DIR
+from job.demo.sample_logs import generate
+from job.query.sql_files import DEFAULT_SQL_DIR
 from tests.conftest import jsonl_sums, read_jsonl, run_cli
 
 DIST = "E5XXEXAMPLE01"

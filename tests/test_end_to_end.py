@@ -24,8 +24,8 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from job.layout import Layout
-from job.sample_logs import HEADER, generate, log_line, write_log_file
+from job.core.files import Layout
+from job.demo.sample_logs import HEADER, generate, log_line, write_log_file
 from tests.conftest import (
     HOUR,
     CliResult,
@@ -406,6 +406,7 @@ def test_bad_parameters_exit_nonzero_naming_the_value(
     result = run_cli(*run_args(tmp_path / "logs", moto_endpoint, "Test/bad-params", tmp_path / "state", *extra))
     assert result.code != 0
     assert named in result.err
+    assert extra[0] in result.err, "the CLI names its own flag (the core's message is neutral)"
     assert "Traceback" not in result.err
 
 

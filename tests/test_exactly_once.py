@@ -29,16 +29,19 @@ from typing import Any
 
 import pytest
 
-import job.packing
-from job.duckdb_engine import DuckDBEngine
-from job.errors import InFlightUnknown
-from job.layout import Layout, LocalLogStore
-from job.ledger import LocalLedger, PendingBatch
-from job.metrics import Datum, DatumKey, Unit
+import job.core.packing
+from job.adapters.duckdb_engine import DuckDBEngine
+from job.adapters.local_store import LocalLogStore
+from job.adapters.sinks import CloudWatchSink, JsonlSink
+from job.adapters.sqlite_ledger import LocalLedger
+from job.core.batch import PendingBatch, Target
+from job.core.errors import InFlightUnknown
+from job.core.files import Layout
+from job.core.metrics import Datum, DatumKey, Unit
+from job.demo.sample_logs import generate
+from job.ports import Sink
+from job.query.sql_files import MINUTE_METRICS, SqlFile
 from job.runner import Job, RunOptions, RunReport
-from job.sample_logs import generate
-from job.sinks import CloudWatchSink, JsonlSink, Sink
-from job.sql_files import MINUTE_METRICS, SqlFile
 from tests.conftest import (
     HOUR,
     MetricReader,
@@ -181,7 +184,7 @@ class Clean:
 @pytest.fixture(scope="module", autouse=True)
 def small_requests() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(job.packing, "MAX_DATUMS_PER_REQUEST", MAX_DATUMS)
+        patch.setattr(job.core.packing, "MAX_DATUMS_PER_REQUEST", MAX_DATUMS)
         yield
 
 
@@ -215,7 +218,7 @@ def resume(clean: Clean, state: Path, out: Path, log: Callable[[str], None] = la
 
 
 def pending_of(state: Path, sink_key: str, namespace: str = NAMESPACE) -> list[PendingBatch]:
-    return LocalLedger(state).pending(f"{MINUTE_METRICS}|{sink_key}|{namespace}")
+    return LocalLedger(state).pending(Target(MINUTE_METRICS, sink_key, namespace))
 
 
 def test_crash_before_each_request_then_resume_publishes_everything_once(clean: Clean, tmp_path: Path) -> None:

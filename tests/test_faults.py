@@ -37,18 +37,21 @@ from botocore.compat import HTTPHeaders
 from botocore.exceptions import ReadTimeoutError
 from botocore.httpsession import URLLib3Session
 
-from job.duckdb_engine import DuckDBEngine
-from job.errors import EngineError, LedgerError
+from job.adapters.duckdb_engine import DuckDBEngine
+from job.adapters.local_store import LocalLogStore
+from job.adapters.s3_ledger import LEASE_DURATION, S3Ledger
+from job.adapters.sinks import CloudWatchSink
+from job.adapters.sqlite_ledger import LocalLedger
+from job.core.batch import Target
+from job.core.errors import EngineError, LedgerError
+from job.core.files import Layout, LogFile, parse_relative_path
+from job.core.window import floor_hour, partition_key
+from job.demo.sample_logs import generate
 from job.handler import lambda_handler
-from job.layout import Layout, LocalLogStore, LogFile, parse_relative_path
-from job.ledger import LocalLedger
+from job.ports import Sink
+from job.query.sql_files import MINUTE_METRICS, SqlFile
+from job.query.sql_values import SqlValue, Varchar, VarcharList
 from job.runner import Job, RunOptions
-from job.s3_ledger import LEASE_DURATION, S3Ledger
-from job.sample_logs import generate
-from job.sinks import CloudWatchSink, Sink
-from job.sql_files import MINUTE_METRICS, SqlFile
-from job.sql_values import SqlValue, Varchar, VarcharList
-from job.window import floor_hour, partition_key
 from tests.conftest import (
     HOUR,
     MetricReader,
@@ -312,7 +315,7 @@ def test_cloudwatch_outage_fails_loudly_records_only_what_was_published_then_rer
         assert hook.attempts == 2 and hook.injected == 1
 
     ledger = LocalLedger(state)
-    recorded = ledger.recorded(f"{MINUTE_METRICS}|cloudwatch@{moto_endpoint}|{namespace}")
+    recorded = ledger.recorded(Target(MINUTE_METRICS, f"cloudwatch@{moto_endpoint}", namespace))
     ledger.close()
     files = LocalLogStore(root).list(None).files
     done_ids = {f.distribution_id for f in files if f.uri in recorded}
@@ -419,7 +422,7 @@ def test_s3_ledger_outage_fails_loudly_records_only_what_was_published_then_reru
     assert hook.attempts == nth - 1 + hook.injected
 
     ledger = S3Ledger(s3, STATE_BUCKET, f"{case.prefix}ledger/", owner="test")
-    target = f"{MINUTE_METRICS}|cloudwatch@{moto_endpoint}|{namespace}"
+    target = Target(MINUTE_METRICS, f"cloudwatch@{moto_endpoint}", namespace)
     assert ledger.recorded(target) == set(), "nothing recorded before the batch was committed"
     reader = reader_for(moto_endpoint, namespace)
     published = cloudwatch_total(reader, case.reference, case.hour)
@@ -533,8 +536,8 @@ class InterleavingSink:
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
-    reason="job/s3_ledger.py renews the lease before each request and commit and stops when another run took it "
-    "over; this test pauses the run 21 minutes between that renewal and the PutMetricData itself, a gap no "
+    reason="job/adapters/s3_ledger.py renews the lease before each request and commit and stops when another run "
+    "took it over; this test pauses the run 21 minutes between that renewal and the PutMetricData itself, a gap no "
     "lease can close without a fence at CloudWatch (which has none)",
 )
 def test_a_run_that_outlives_its_s3_lease_publishes_nothing_twice(
@@ -598,7 +601,7 @@ class RetryProofTwin(AthenaTwin):
         rendered = self.query.render_placeholders(expected)
         assert body["QueryString"] == rendered.text and literals == rendered.literal_parameters()
         self.queries += 1
-        self.inject(self.engine.query(self.query, expected, files))
+        self.inject(self.engine.query(self.query, expected, files).rows)
 
 
 @dataclass
@@ -608,7 +611,7 @@ class HandlerCase:
     reference: Reference
     files: int
     event: dict[str, str]
-    target: str
+    target: Target
     ledger: S3Ledger
 
 
@@ -637,7 +640,7 @@ def handler_case(
     twin = RetryProofTwin(moto_endpoint, s3, downloads, LOGS_BUCKET, prefix)
     event = {"scheduled_time": (hour + 2 * HOUR).strftime("%Y-%m-%dT%H:%M:%SZ")}
     ledger = S3Ledger(s3, STATE_BUCKET, f"{prefix}ledger/", owner="test")
-    target = f"{MINUTE_METRICS}|cloudwatch|{namespace}"
+    target = Target(MINUTE_METRICS, "cloudwatch", namespace)
     return HandlerCase(twin, hour, reference, len(list(root.rglob("*.gz"))), event, target, ledger)
 
 

@@ -1,6 +1,6 @@
 """Standard logging v2 (JSON, Parquet, w3c/plain) through the whole job, in both path layouts.
 
-Generated v2 files (job/sample_logs.py) plus hand-written malformed lines go through the CLI (`cfmetrics run
+Generated v2 files (job/demo/sample_logs.py) plus hand-written malformed lines go through the CLI (`cfmetrics run
 --log-format ... --sink jsonl:`); the expected figures come from plain-Python readers written here for each format
 (json, gzip, pyarrow: no job code parses a line). The rule they implement is the job's: a line's minute is its
 date + time when the line has both, else its `timestamp` (epoch seconds, UTC); a line is malformed when that does
@@ -29,15 +29,14 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from job.duckdb_engine import DuckDBEngine
-from job.errors import ConfigError, SqlTemplateError
-from job.formats import LOG_RELATION, NORMALISING_VIEW, V2_TABLE, column_name, ddl_name, v2_table
+from job.adapters.duckdb_engine import DuckDBEngine
+from job.core.errors import ConfigError, SqlTemplateError
+from job.core.files import Layout, LogFormat
+from job.demo.sample_logs import V2_FIELDS, generate_v2, write_v2_log_file
 from job.handler import HandlerConfig, lambda_handler
-from job.layout import Layout, LogFormat
-from job.sample_logs import V2_FIELDS, generate_v2, write_v2_log_file
-from job.sql_files import DEFAULT_SQL_DIR, TABLE_DDL, SqlFile
-from job.sql_values import Varchar
-from job.table_spec import table_spec
+from job.query.ddl import LOG_RELATION, NORMALISING_VIEW, V2_TABLE, column_name, ddl_name, table_spec, v2_table
+from job.query.sql_files import DEFAULT_SQL_DIR, TABLE_DDL, SqlFile
+from job.query.sql_values import Varchar
 from tests import test_handler_moto as harness
 from tests.conftest import DOCUMENTED_TYPES, jsonl_distributions, jsonl_sums, jsonl_values, parse_summary, read_jsonl
 from tests.conftest import run_cli as cli

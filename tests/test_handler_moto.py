@@ -19,14 +19,14 @@ from typing import Any
 import boto3
 import pytest
 
-from job.duckdb_engine import DuckDBEngine
+from job.adapters.duckdb_engine import DuckDBEngine
+from job.core.files import Layout, LogFile, parse_relative_path
+from job.core.window import partition_key
+from job.demo.moto_server import moto_server
+from job.demo.sample_logs import generate, write_log_file
 from job.handler import lambda_handler
-from job.layout import Layout, LogFile, parse_relative_path
-from job.moto_server import moto_server
-from job.sample_logs import generate, write_log_file
-from job.sql_files import MINUTE_METRICS, SqlFile
-from job.sql_values import SqlValue, Varchar, VarcharList
-from job.window import partition_key
+from job.query.sql_files import MINUTE_METRICS, SqlFile
+from job.query.sql_values import SqlValue, Varchar, VarcharList
 
 LOG_BUCKET, RESULTS_BUCKET, PREFIX, WORKGROUP, NAMESPACE = "cf-logs", "cf-results", "cloudfront/", "cfm", "Test/Handler"
 COLUMN_TYPES = {
@@ -105,7 +105,7 @@ class AthenaTwin:
         rendered = self.query.render_placeholders(expected)
         assert params["QueryString"] == rendered.text, "the handler's SQL differs from sql/minute_metrics.sql"
         assert literals == rendered.literal_parameters(), "the handler's execution parameters differ"
-        rows = self.engine.query(self.query, expected, new)
+        rows = self.engine.query(self.query, expected, new).rows
         self.answered |= {f.uri for f in new}
         self.queries += 1
         self.inject(rows)

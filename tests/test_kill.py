@@ -25,10 +25,11 @@ from typing import Any
 import boto3
 import pytest
 
-from job.ledger import LocalLedger, PendingBatch
-from job.sample_logs import generate
-from job.sql_files import MINUTE_METRICS
-from job.window import floor_hour
+from job.adapters.sqlite_ledger import LocalLedger
+from job.core.batch import PendingBatch, Target
+from job.core.window import floor_hour
+from job.demo.sample_logs import generate
+from job.query.sql_files import MINUTE_METRICS
 from tests.conftest import (
     HOUR,
     CliResult,
@@ -84,7 +85,7 @@ def assert_killed(done: subprocess.CompletedProcess[str], point: Point) -> None:
 def pending(state: Path, sink_key: str, namespace: str) -> list[PendingBatch]:
     ledger = LocalLedger(state)
     try:
-        return ledger.pending(f"{MINUTE_METRICS}|{sink_key}|{namespace}")
+        return ledger.pending(Target(MINUTE_METRICS, sink_key, namespace))
     finally:
         ledger.close()
 
@@ -245,8 +246,9 @@ def rerun_args(out: Path, state: Path, tmp_path: Path) -> list[str]:
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
-    reason="job/sinks.py JsonlSink: a request torn after whole lines leaves datums the read-back cannot attribute "
-    "(InFlightUnknown forever); proposed fix: end every request with a boundary line and drop an unterminated tail",
+    reason="job/adapters/sinks.py JsonlSink: a request torn after whole lines leaves datums the read-back cannot "
+    "attribute (InFlightUnknown forever); proposed fix: end every request with a boundary line and drop an "
+    "unterminated tail",
 )
 @pytest.mark.parametrize(("step", "phase", "which", "leaves"), TORN_MID_REQUEST, ids=[c[1] for c in TORN_MID_REQUEST])
 def test_jsonl_request_torn_after_whole_lines_then_rerun_is_exact(

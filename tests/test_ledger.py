@@ -11,24 +11,26 @@ from pathlib import Path
 
 import pytest
 
-from job.errors import LedgerError
-from job.layout import Layout, LogFile
-from job.ledger import Batch, LocalLedger, PendingBatch, new_batch_id
-from job.metrics import Datum, Unit
+from job.adapters.sqlite_ledger import LocalLedger
+from job.core.batch import Batch, PendingBatch, Target
+from job.core.errors import LedgerError
+from job.core.files import Layout, LogFile
+from job.core.metrics import Datum, Unit
+from job.runner import new_batch_id
 
 REPO = Path(__file__).resolve().parent.parent
 HOUR = datetime(2026, 11, 28, 15, tzinfo=UTC)
 MINUTE = datetime(2026, 11, 28, 15, 4, tzinfo=UTC)
 AT = datetime(2026, 11, 28, 17, 0, 5, tzinfo=UTC)
-TARGET = "minute_metrics|cloudwatch@default|CloudFront/AccessLogs"
-OTHER_TARGET = "minute_metrics|jsonl:/tmp/out.jsonl|CloudFront/AccessLogs"
+TARGET = Target("minute_metrics", "cloudwatch@default", "CloudFront/AccessLogs")
+OTHER_TARGET = Target("minute_metrics", "jsonl:/tmp/out.jsonl", "CloudFront/AccessLogs")
 
 
 def log_file(name: str, size: int = 100, layout: Layout = Layout.PLAIN) -> LogFile:
     return LogFile("E2EXAMPLE", HOUR, f"/logs/E2EXAMPLE/2026/11/28/15/{name}", size, layout)
 
 
-def batch(batch_id: str, files: tuple[LogFile, ...], target: str = TARGET, requests: int = 3) -> Batch:
+def batch(batch_id: str, files: tuple[LogFile, ...], target: Target = TARGET, requests: int = 3) -> Batch:
     dims = (("DistributionId", "E2EXAMPLE"),)
     reqs = tuple(
         (
@@ -39,7 +41,7 @@ def batch(batch_id: str, files: tuple[LogFile, ...], target: str = TARGET, reque
         )
         for i in range(requests)
     )
-    return Batch(batch_id, target, "CloudFront/AccessLogs", files, reqs, lines=42, malformed_lines=2)
+    return Batch(batch_id, target, files, reqs, lines=42, malformed_lines=2)
 
 
 @pytest.fixture
@@ -159,9 +161,10 @@ def test_batch_json_round_trip_is_exact() -> None:
 
 def test_new_batch_ids_differ() -> None:
     files = [log_file("a.gz")]
-    ids = {new_batch_id(files) for _ in range(50)}
-    assert len(ids) == 50
-    assert all(i.endswith(f"-{os.getpid()}-1") for i in ids)
+    at = datetime.now(UTC)
+    ids = {new_batch_id(files, at) for _ in range(50)}
+    assert len(ids) == 50, "the same microsecond still gives distinct ids"
+    assert all(i.startswith(f"{at:%Y%m%dT%H%M%S%f}-{os.getpid()}-") and i.endswith("-1") for i in ids)
 
 
 def test_open_failure_is_a_ledger_error(tmp_path: Path) -> None:
@@ -175,7 +178,7 @@ CHILD = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from job.ledger import LocalLedger
+    from job.adapters.sqlite_ledger import LocalLedger
 
     ledger = LocalLedger(Path(sys.argv[1]))
     with ledger.lock():

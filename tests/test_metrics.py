@@ -11,15 +11,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from job.limits import MAX_VALUES_PER_DATUM
-from job.metrics import (
-    DOCUMENTED_RESULT_TYPES,
-    OTHER_RESULT_TYPE,
-    Datum,
-    Unit,
-    as_utc_minute,
-    datums_from_rows,
-)
+from job.core.limits import MAX_VALUES_PER_DATUM
+from job.core.metrics import DOCUMENTED_RESULT_TYPES, OTHER_RESULT_TYPE, Datum, Unit, as_utc_minute, datums_from_rows
 
 DIST = "E2EXAMPLE1ABCD"
 # grouping_id of the query's rows: grouping(minute, result_type, time_taken_bucket_ms, file)

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from job.window import floor_hour
+from job.core.window import floor_hour
 from tests.reliability import (
     ANSWERS,
     CRASHES,

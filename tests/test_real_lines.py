@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from job.sample_logs import HEADER
+from job.demo.sample_logs import HEADER
 from tests.conftest import (
     HOUR,
     MetricReader,

@@ -12,13 +12,13 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.tokenizer_core import TokenType
 
-from job.errors import ConfigError, SqlTemplateError
-from job.layout import validate_distribution_id
-from job.sql_files import MINUTE_METRICS, TABLE_DDL, SqlFile
-from job.sql_values import SqlValue, Timestamp, Varchar, VarcharList
-from job.table_spec import table_spec
-from job.translate import to_duckdb
-from job.validate import validate_namespace, validate_s3_location
+from job.core.errors import ConfigError, SqlTemplateError
+from job.core.files import validate_distribution_id
+from job.core.validate import validate_namespace, validate_s3_location
+from job.query.ddl import table_spec
+from job.query.sql_files import MINUTE_METRICS, TABLE_DDL, SqlFile
+from job.query.sql_values import SqlValue, Timestamp, Varchar, VarcharList
+from job.query.translate import to_duckdb
 
 INJECTIONS = [
     "E1' OR '1'='1",

@@ -20,12 +20,11 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 from botocore.exceptions import ClientError
 
-from job.formats import LOG_RELATION, NORMALISING_VIEW, V2_TABLE, ddl_name, v2_table
-from job.layout import Layout, LogFormat, parse_relative_path
+from job.core.files import Layout, LogFormat, parse_relative_path
+from job.core.metrics import DEFAULT_NAMESPACE
 from job.legacy_mover import MoverConfig, Outcome, lambda_handler, move_one, object_refs, partitioned_key
-from job.metrics import DEFAULT_NAMESPACE
-from job.sql_files import TABLE_DDL, SqlFile
-from job.table_spec import TableSpec, table_spec
+from job.query.ddl import LOG_RELATION, NORMALISING_VIEW, V2_TABLE, TableSpec, ddl_name, table_spec, v2_table
+from job.query.sql_files import TABLE_DDL, SqlFile
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -711,7 +710,7 @@ def ddl_properties(log_format: LogFormat, location: str, template: str) -> tuple
     import sqlglot
     from sqlglot import exp
 
-    from job.sql_values import Varchar
+    from job.query.sql_values import Varchar
 
     ddl = SqlFile.load(ddl_name(log_format))
     text = ddl.render_literal({"location": Varchar(location), "location_template": Varchar(template)})
@@ -827,20 +826,6 @@ def test_function_queries_the_database_and_table_the_template_creates() -> None:
 
 
 # -- the build target `sam build` runs ----------------------------------------------------------------------------
-def test_build_target_ships_only_job_and_sql(tmp_path: Path) -> None:
-    run = subprocess.run(
-        ["make", "--no-print-directory", "-C", str(ROOT), "build-CfMetricsFunction", f"ARTIFACTS_DIR={tmp_path}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["job", "sql"]
-    assert (tmp_path / "job" / "handler.py").is_file()
-    assert (tmp_path / "sql" / "cloudfront_logs_table.sql").is_file()
-    assert not [p for p in tmp_path.rglob("*") if p.name == "__pycache__" or p.suffix == ".pyc"]
-
-
 # -- the optional legacy mover (job/legacy_mover.py) --------------------------------------------------------------
 @pytest.mark.parametrize(
     ("layout", "expected"),

@@ -19,11 +19,11 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.tokenizer_core import TokenType
 
-from job.errors import UntranslatableSqlError
-from job.sql_files import DEFAULT_SQL_DIR, MINUTE_METRICS, TABLE_DDL, SqlFile
-from job.sql_values import Varchar, VarcharList
-from job.table_spec import table_spec
-from job.translate import PROVEN_FUNCTIONS, check_translatable, functions_used, to_duckdb
+from job.core.errors import UntranslatableSqlError
+from job.query.ddl import table_spec
+from job.query.sql_files import DEFAULT_SQL_DIR, MINUTE_METRICS, TABLE_DDL, SqlFile
+from job.query.sql_values import Varchar, VarcharList
+from job.query.translate import PROVEN_FUNCTIONS, check_translatable, functions_used, to_duckdb
 
 Connection = duckdb.DuckDBPyConnection
 SQL_FILES = sorted(DEFAULT_SQL_DIR.glob("*.sql"))

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from job.errors import ConfigError, LayoutError
-from job.layout import Layout, LocalLogStore, LogFile, ParsedPath, parse_relative_path
-from job.runner import EARLIEST_LOGS, chunk_files, effective_window
-from job.window import HourWindow, parse_time, partition_key
+from job.adapters.local_store import LocalLogStore
+from job.core.errors import ConfigError, LayoutError
+from job.core.files import Layout, LogFile, ParsedPath, parse_relative_path
+from job.core.window import EARLIEST_LOGS, HourWindow, effective_window, parse_time, partition_key
+from job.runner import chunk_files
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
@@ -39,7 +40,7 @@ def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second:
     ],
 )
 def test_parse_time_accepts(text: str, expected: datetime) -> None:
-    parsed = parse_time(text, "--from")
+    parsed = parse_time(text, "from")
     assert parsed == expected
     assert parsed.tzinfo is UTC
 
@@ -50,22 +51,22 @@ def test_parse_time_accepts(text: str, expected: datetime) -> None:
 )
 def test_parse_time_rejects_other_forms(text: str) -> None:
     with pytest.raises(ConfigError) as error:
-        parse_time(text, "--to")
+        parse_time(text, "to")
     message = str(error.value)
-    assert message.startswith("--to: ")
+    assert error.value.setting == "to" and "--" not in message, "the core names no flag; the CLI adds it"
     assert repr(text) in message
     assert "YYYY-MM-DD" in message
 
 
 @pytest.mark.parametrize("text", ["2026-13-01", "2026-02-30", "2025-02-29T00", "2026-11-28T24", "2026-11-28T15:60"])
 def test_parse_time_rejects_impossible_dates(text: str) -> None:
-    with pytest.raises(ConfigError, match=r"--from: .* is not a valid date or time") as error:
-        parse_time(text, "--from")
-    assert repr(text) in str(error.value)
+    with pytest.raises(ConfigError, match=r".* is not a valid date or time") as error:
+        parse_time(text, "from")
+    assert repr(text) in str(error.value) and error.value.setting == "from"
 
 
 def test_parse_time_accepts_space_separated_seconds() -> None:
-    assert parse_time("2026-11-28 15:30:45", "--from") == utc(2026, 11, 28, 15, 30, 45)
+    assert parse_time("2026-11-28 15:30:45", "from") == utc(2026, 11, 28, 15, 30, 45)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -73,8 +74,11 @@ def test_parse_time_accepts_space_separated_seconds() -> None:
 
 
 def test_window_to_before_from_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"--to \(2026-11-28T14\) is before --from \(2026-11-28T15\)"):
+    with pytest.raises(
+        ConfigError, match=r"last hour \(2026-11-28T14\) is before the first \(2026-11-28T15\)"
+    ) as error:
         HourWindow(utc(2026, 11, 28, 15), utc(2026, 11, 28, 14))
+    assert error.value.setting == "to"
 
 
 @pytest.mark.parametrize(
@@ -254,7 +258,7 @@ def test_cloudwatch_default_is_the_last_two_weeks() -> None:
 def test_cloudwatch_refuses_an_older_from() -> None:
     with pytest.raises(ConfigError, match="jsonl") as error:
         effective_window(utc(2026, 11, 14, 16), None, NOW, checks_age=True)
-    assert "--from 2026-11-14T16" in str(error.value)
+    assert "start 2026-11-14T16" in str(error.value) and error.value.setting == "from"
     assert "2026-11-14T17" in str(error.value)
 
 
@@ -274,7 +278,7 @@ def test_jsonl_window() -> None:
 
 
 def test_window_to_before_from_through_effective_window() -> None:
-    with pytest.raises(ConfigError, match="is before --from"):
+    with pytest.raises(ConfigError, match="is before the first"):
         effective_window(utc(2026, 11, 28, 10), utc(2026, 11, 28, 9), NOW, checks_age=False)
 
 

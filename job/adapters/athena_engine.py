@@ -1,0 +1,108 @@
+"""The distributed engine: Athena through awswrangler, with a bounded wait and terminal states as exceptions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from job.core.errors import EngineError, UnreadableFileError
+from job.core.files import LogFile
+from job.ports import QueryResult, Row
+from job.query.sql_files import SqlFile
+from job.query.sql_values import SqlValue
+
+DEFAULT_TIMEOUT_SECONDS = 240.0
+POLL_SECONDS = 1.0
+
+
+class AthenaQueryFailed(EngineError):
+    """Athena ended a query FAILED or CANCELLED, or it did not finish in time."""
+
+    def __init__(self, query_id: str, state: str, reason: str) -> None:
+        super().__init__(f"Athena query {query_id} {state}: {reason}")
+        self.query_id, self.state, self.reason = query_id, state, reason
+
+
+class AthenaUnreadableData(AthenaQueryFailed, UnreadableFileError):
+    """Athena failed on a file's data (not gzip, truncated, not text): the file's fault."""
+
+
+# Athena's reasons when the data of a file, not the query or the service, is at fault.
+DATA_ERRORS = ("HIVE_BAD_DATA", "HIVE_CURSOR_ERROR", "Unexpected end of input stream", "Not in GZIP format")
+
+
+@dataclass(frozen=True)
+class QueryStats:
+    query_id: str
+    data_scanned_bytes: int
+    engine_ms: int
+
+
+@dataclass
+class AthenaEngine:
+    """Runs sql/ on Athena with server-side execution parameters (`?` + typed literals), never pasted values."""
+
+    database: str
+    workgroup: str
+    s3_output: str
+    boto3_session: Any
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    sleep: Callable[[float], None] = time.sleep
+    monotonic: Callable[[], float] = time.monotonic
+    stats: list[QueryStats] = field(default_factory=list)
+    name: str = "athena"
+
+    def query(self, sql: SqlFile, params: Mapping[str, SqlValue], files: Sequence[LogFile]) -> QueryResult:
+        import awswrangler as wr
+
+        if not files:
+            return QueryResult([])
+        rendered = sql.render_placeholders(params)
+        literals = rendered.literal_parameters()
+        try:
+            query_id = wr.athena.start_query_execution(
+                sql=rendered.text,
+                database=self.database,
+                s3_output=self.s3_output,
+                workgroup=self.workgroup,
+                params=literals,
+                paramstyle="qmark",
+                boto3_session=self.boto3_session,
+                wait=False,
+            )
+        except Exception as exc:  # botocore ClientError, awswrangler's own exceptions
+            raise EngineError(f"{sql.path}: Athena refused the query ({exc})") from exc
+        execution = self._wait(str(query_id))
+        statistics = execution.get("Statistics", {})
+        self.stats.append(
+            QueryStats(
+                str(query_id),
+                int(statistics.get("DataScannedInBytes", 0)),
+                int(statistics.get("EngineExecutionTimeInMillis", 0)),
+            )
+        )
+        frame = wr.athena.get_query_results(query_execution_id=str(query_id), boto3_session=self.boto3_session)
+        records: list[Row] = frame.to_dict(orient="records")
+        return QueryResult(records)
+
+    def _wait(self, query_id: str) -> dict[str, Any]:
+        import awswrangler as wr
+
+        deadline = self.monotonic() + self.timeout_seconds
+        while True:
+            execution: dict[str, Any] = wr.athena.get_query_execution(query_id, boto3_session=self.boto3_session)
+            status = execution.get("Status", {})
+            state = status.get("State", "UNKNOWN")
+            if state == "SUCCEEDED":
+                return execution
+            if state in ("FAILED", "CANCELLED"):
+                reason = str(status.get("StateChangeReason", "no reason given"))
+                if state == "FAILED" and any(marker in reason for marker in DATA_ERRORS):
+                    raise AthenaUnreadableData(query_id, state, reason)
+                raise AthenaQueryFailed(query_id, state, reason)
+            if self.monotonic() > deadline:
+                wr.athena.stop_query_execution(query_id, boto3_session=self.boto3_session)
+                raise AthenaQueryFailed(query_id, "TIMED OUT", f"still {state} after {self.timeout_seconds:.0f} s")
+            self.sleep(POLL_SECONDS)

@@ -1,0 +1,110 @@
+"""Log files under an S3 prefix, listed with boto3 paginators one partition prefix at a time."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from job.core.errors import ConfigError, LayoutError
+from job.core.files import DISTRIBUTION_ID, Layout, Listing, LogFile, parse_relative_path
+from job.core.window import HourWindow
+from job.ports import Engine, QueryResult
+from job.query.sql_files import SqlFile
+from job.query.sql_values import SqlValue
+
+# Any valid hour: only the distribution part of a partition prefix is used with it.
+_ANY_HOUR = datetime(2020, 1, 1, tzinfo=UTC)
+_S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """('bucket', 'prefix/') of s3://bucket/prefix; the prefix is '' or ends with '/'."""
+    match = _S3_URI.fullmatch(uri)
+    if not match:
+        raise ConfigError(f"{uri!r} is not an S3 location; expected s3://bucket/prefix/")
+    prefix = match["prefix"] or ""
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return match["bucket"], prefix
+
+
+class S3LogStore:
+    """Lists `s3://bucket/prefix/` in the given layout; only the partition prefixes of the window are listed."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str, layout: Layout) -> None:
+        self.client, self.bucket, self.prefix, self.layout = client, bucket, prefix, layout
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def _pages(self, **kwargs: Any) -> Iterable[dict[str, Any]]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            yield from paginator.paginate(Bucket=self.bucket, **kwargs)
+        except Exception as exc:  # botocore raises ClientError, EndpointConnectionError, ...
+            raise LayoutError(f"{self}: cannot list ({exc})") from exc
+
+    def distributions(self) -> list[str]:
+        """The distribution ids that have a folder under the prefix."""
+        found = []
+        for page in self._pages(Prefix=self.prefix, Delimiter="/"):
+            for common in page.get("CommonPrefixes", ()):
+                name = common["Prefix"][len(self.prefix) :].rstrip("/")
+                name = name.removeprefix("DistributionId=") if self.layout is Layout.HIVE else name
+                if DISTRIBUTION_ID.fullmatch(name):
+                    found.append(name)
+        return sorted(found)
+
+    def list(self, window: HourWindow | None, distributions: Iterable[str] = ()) -> Listing:
+        wanted = list(distributions) or self.distributions()
+        prefixes: list[str] = []
+        for distribution_id in wanted:
+            if window is None:
+                first = self.layout.partition_prefix(distribution_id, _ANY_HOUR).split("/")[0] + "/"
+                prefixes.append(self.prefix + first)
+            else:
+                prefixes += [self.prefix + self.layout.partition_prefix(distribution_id, h) for h in window.hours()]
+        files: list[LogFile] = []
+        unrecognised: list[str] = []
+        for prefix in prefixes:
+            for page in self._pages(Prefix=prefix):
+                for item in page.get("Contents", ()):
+                    relative = item["Key"][len(self.prefix) :]
+                    parsed = parse_relative_path(relative)
+                    if parsed is None or parsed.layout is not self.layout:
+                        unrecognised.append(relative)
+                        continue
+                    if window is not None and not window.contains(parsed.hour):
+                        continue
+                    uri = f"s3://{self.bucket}/{item['Key']}"
+                    files.append(LogFile(parsed.distribution_id, parsed.hour, uri, int(item["Size"]), parsed.layout))
+        return Listing(tuple(sorted(files)), tuple(sorted(unrecognised)))
+
+
+class DownloadingEngine:
+    """DuckDB over S3 files without httpfs (not installable offline): each query's files are downloaded to a
+    temporary folder, read there under their s3:// `"$path"`, and deleted afterwards."""
+
+    def __init__(self, inner: Engine, client: Any) -> None:
+        self.inner, self.client = inner, client
+        self.name = f"{inner.name} (downloads from S3)"
+
+    def query(self, sql: SqlFile, params: Mapping[str, SqlValue], files: Sequence[LogFile]) -> QueryResult:
+        with tempfile.TemporaryDirectory(prefix="cfmetrics-") as folder:
+            local = []
+            for number, log_file in enumerate(files):
+                bucket, _, key = log_file.uri.removeprefix("s3://").partition("/")
+                target = Path(folder) / f"{number:06d}.gz"
+                try:
+                    self.client.download_file(bucket, key, str(target))
+                except Exception as exc:
+                    raise LayoutError(f"{log_file.uri}: cannot download ({exc})") from exc
+                local.append(replace(log_file, local_path=str(target)))
+            result = self.inner.query(sql, params, local)
+        uri_of = {f.local_path: f.uri for f in local}
+        return QueryResult(result.rows, {uri_of.get(k, k): n for k, n in result.rejected_lines.items()})

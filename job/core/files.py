@@ -1,0 +1,103 @@
+"""Where log files live: the two partitioned path layouts and a local store that lists them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+
+from job.core.errors import ConfigError
+
+# CloudFront distribution ids are upper-case letters and digits ("E2EXAMPLE1ABCD"); we accept 1-64 of them.
+DISTRIBUTION_ID = re.compile(r"^[A-Z0-9]{1,64}$")
+
+
+class LogFormat(Enum):
+    """How log files are written: legacy TAB logs, or standard logging v2's output formats."""
+
+    LEGACY = "legacy"  # TAB-separated gzip, '#Version'/'#Fields' header, fields in the documented order
+    W3C = "w3c"  # v2 w3c/plain: the '#Fields' header gives the (user-chosen) field order
+    JSON = "json"  # v2 JSON lines, keys spelt as in the legacy field names ("x-edge-result-type")
+    PARQUET = "parquet"  # v2 Parquet, column names with underscores
+
+
+class Layout(Enum):
+    """CloudFront standard logging v2 partitioning: `{DistributionId}/{yyyy}/{MM}/{dd}/{HH}/` or its Hive form."""
+
+    PLAIN = "plain"
+    HIVE = "hive"
+
+    def partition_prefix(self, distribution_id: str, hour: datetime) -> str:
+        if self is Layout.PLAIN:
+            return f"{distribution_id}/{hour:%Y/%m/%d/%H}/"
+        return f"DistributionId={distribution_id}/year={hour:%Y}/month={hour:%m}/day={hour:%d}/hour={hour:%H}/"
+
+    def athena_template(self, location: str) -> str:
+        """The `storage.location.template` for partition projection under `location` (which ends with '/')."""
+        if self is Layout.PLAIN:
+            return location + "${distributionid}/${year}/${month}/${day}/${hour}/"
+        return location + "DistributionId=${distributionid}/year=${year}/month=${month}/day=${day}/hour=${hour}/"
+
+
+_PATTERNS = {
+    Layout.PLAIN: re.compile(r"^(?P<d>[^/=]+)/(?P<y>\d{4})/(?P<m>\d{2})/(?P<dd>\d{2})/(?P<h>\d{2})/(?P<f>[^/]+)$"),
+    Layout.HIVE: re.compile(
+        r"^DistributionId=(?P<d>[^/]+)/year=(?P<y>\d{4})/month=(?P<m>\d{2})/day=(?P<dd>\d{2})/hour=(?P<h>\d{2})/(?P<f>[^/]+)$"
+    ),
+}
+
+
+def validate_distribution_id(value: str) -> str:
+    if not DISTRIBUTION_ID.fullmatch(value):
+        raise ConfigError(
+            f"distribution id {value!r} is not valid; expected 1-64 upper-case letters and digits, e.g. E2EXAMPLE1ABCD",
+            "distributions",
+        )
+    return value
+
+
+@dataclass(frozen=True, order=True)
+class LogFile:
+    """One log file: its address as the engine sees it (`"$path"`), its partition and its size."""
+
+    distribution_id: str
+    hour: datetime
+    uri: str
+    size: int = field(compare=False)
+    layout: Layout = field(compare=False)
+    # Where the engine reads the bytes when that is not `uri` (an S3 file downloaded for DuckDB).
+    local_path: str | None = field(default=None, compare=False)
+
+    @property
+    def readable_path(self) -> str:
+        return self.local_path or self.uri
+
+
+@dataclass(frozen=True)
+class ParsedPath:
+    layout: Layout
+    distribution_id: str
+    hour: datetime
+
+
+def parse_relative_path(relative: str) -> ParsedPath | None:
+    """The layout, distribution and partition hour of a path relative to the log root, or None if it fits neither."""
+    for layout, pattern in _PATTERNS.items():
+        match = pattern.fullmatch(relative)
+        if not match or not DISTRIBUTION_ID.fullmatch(match["d"]) or match["f"].startswith("."):
+            continue
+        try:
+            hour = datetime(int(match["y"]), int(match["m"]), int(match["dd"]), int(match["h"]), tzinfo=UTC)
+        except ValueError:
+            return None
+        return ParsedPath(layout, match["d"], hour)
+    return None
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The log files found under a root, and the paths that fit no layout (reported, never read)."""
+
+    files: tuple[LogFile, ...]
+    unrecognised: tuple[str, ...]

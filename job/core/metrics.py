@@ -1,0 +1,289 @@
+"""Map the metrics query's rows to CloudWatch metric datums: the output contract, as pure functions."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from typing import Any
+
+from job.core.errors import ConfigError
+from job.core.limits import MAX_VALUES_PER_DATUM
+
+DEFAULT_NAMESPACE = "CloudFront/AccessLogs"
+# The documented x-edge-result-type values; anything else is published as OTHER_RESULT_TYPE so the number of
+# CloudWatch metrics (each one billed) stays bounded.
+DOCUMENTED_RESULT_TYPES = frozenset(
+    {"Hit", "RefreshHit", "Miss", "LimitExceeded", "CapacityExceeded", "Error", "Redirect", "LambdaExecutionError"}
+)
+OTHER_RESULT_TYPE = "Other"
+
+
+class Unit(Enum):
+    COUNT = "Count"
+    MILLISECONDS = "Milliseconds"
+    BYTES = "Bytes"
+    SECONDS = "Seconds"
+
+
+class Grouping(Enum):
+    """The query's grouping_id, grouping(minute, result_type, time_taken_bucket_ms, file): a bit per column left out."""
+
+    MINUTE = 0b0111
+    MINUTE_BY_RESULT_TYPE = 0b0011
+    MINUTE_BY_TIME_TAKEN = 0b0101
+    FILE = 0b1110
+
+
+class Metric(Enum):
+    REQUESTS = "Requests"
+    TIME_TAKEN = "TimeTaken"
+    TIME_TAKEN_P50 = "TimeTakenP50"
+    TIME_TAKEN_P90 = "TimeTakenP90"
+    TIME_TAKEN_P99 = "TimeTakenP99"
+
+
+# A column `metric_<words>` of a query's per-minute rows (grouping_id 7) is published as the Count metric
+# <Words> with the DistributionId dimension: how users add metrics by editing or adding files in sql/.
+EXTRA_METRIC_PREFIX = "metric_"
+_EXTRA_METRIC = re.compile(r"^metric_[a-z0-9_]{1,200}$")
+
+
+def extra_metric_name(column: str) -> str:
+    """metric_requests_5xx -> Requests5xx."""
+    if not _EXTRA_METRIC.fullmatch(column.lower()):
+        raise ConfigError(f"query column {column!r}: expected metric_ followed by letters, digits and underscores")
+    return "".join(word[:1].upper() + word[1:] for word in column.lower().removeprefix(EXTRA_METRIC_PREFIX).split("_"))
+
+
+# The job's accounts of bad input, per distribution and hour of the files' partition.
+MALFORMED_LINES = "MalformedLines"
+UNREADABLE_FILES = "UnreadableFiles"
+
+
+def malformed_lines_datums(
+    distribution_id: str, files: Iterable[Any], file_lines: Mapping[str, tuple[int, int]]
+) -> tuple[Datum, ...]:
+    """MalformedLines per partition hour of the files (timestamp: the hour's start), only where there were any."""
+    per_hour: dict[datetime, int] = defaultdict(int)
+    for log_file in files:
+        per_hour[log_file.hour] += file_lines.get(log_file.uri, (0, 0))[1]
+    base = (("DistributionId", distribution_id),)
+    return tuple(
+        Datum(MALFORMED_LINES, base, hour, Unit.COUNT, value=float(count))
+        for hour, count in sorted(per_hour.items())
+        if count
+    )
+
+
+PERCENTILE_COLUMNS = {
+    Metric.TIME_TAKEN_P50: "time_taken_p50_ms",
+    Metric.TIME_TAKEN_P90: "time_taken_p90_ms",
+    Metric.TIME_TAKEN_P99: "time_taken_p99_ms",
+}
+
+
+DatumKey = tuple[str, tuple[tuple[str, str], ...], datetime]
+
+
+@dataclass(frozen=True)
+class Datum:
+    """One CloudWatch MetricDatum: a single Value, or a distribution as Values/Counts."""
+
+    metric: str
+    dimensions: tuple[tuple[str, str], ...]
+    timestamp: datetime
+    unit: Unit
+    value: float | None = None
+    values: tuple[float, ...] = ()
+    counts: tuple[float, ...] = ()
+
+    @property
+    def key(self) -> DatumKey:
+        """What CloudWatch merges datapoints on: metric, dimensions and minute."""
+        return (self.metric, self.dimensions, self.timestamp)
+
+    @property
+    def samples(self) -> float:
+        """What this datum adds to CloudWatch's SampleCount statistic."""
+        return 1.0 if self.value is not None else float(sum(self.counts))
+
+    def numbers(self) -> tuple[float, ...]:
+        return (self.value,) if self.value is not None else self.values + self.counts
+
+    def to_api(self) -> dict[str, Any]:
+        """The PutMetricData MetricDatum shape boto3 takes."""
+        datum: dict[str, Any] = {"MetricName": self.metric}
+        if self.dimensions:
+            datum["Dimensions"] = [{"Name": n, "Value": v} for n, v in self.dimensions]
+        datum["Timestamp"] = self.timestamp
+        datum["Unit"] = self.unit.value
+        if self.value is not None:
+            datum["Value"] = self.value
+        else:
+            datum["Values"] = list(self.values)
+            datum["Counts"] = list(self.counts)
+        return datum
+
+    def to_json(self) -> dict[str, Any]:
+        """The API shape with the timestamp as ISO-8601 UTC: one line of a jsonl: sink, and the ledger's journal."""
+        datum = self.to_api()
+        datum["Timestamp"] = self.timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return datum
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Datum:
+        return cls(
+            metric=data["MetricName"],
+            dimensions=tuple((d["Name"], d["Value"]) for d in data.get("Dimensions", ())),
+            timestamp=datetime.strptime(data["Timestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC),
+            unit=Unit(data["Unit"]),
+            value=data.get("Value"),
+            values=tuple(data.get("Values", ())),
+            counts=tuple(data.get("Counts", ())),
+        )
+
+
+@dataclass(frozen=True)
+class FileLines:
+    """Lines read from one file, and how many of them were malformed."""
+
+    lines: int
+    malformed: int
+
+
+@dataclass(frozen=True)
+class MinuteMetrics:
+    """What one query over a set of files amounts to."""
+
+    datums: tuple[Datum, ...]
+    requests: int
+    malformed_lines: int
+    other_result_types: frozenset[str] = field(default_factory=frozenset)
+    files: Mapping[str, FileLines] = field(default_factory=dict)
+
+
+def as_utc_minute(value: Any) -> datetime:
+    """A minute from either engine (datetime, pandas Timestamp or ISO text) as an aware UTC datetime."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace(" UTC", ""))
+    if hasattr(value, "to_pydatetime"):
+        value = value.to_pydatetime()
+    if not isinstance(value, datetime):
+        raise TypeError(f"minute {value!r} is not a timestamp")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    minute: datetime = value.astimezone(UTC).replace(second=0, microsecond=0)
+    return minute
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value) in ("", "NaT", "<NA>")
+
+
+def _chunks(items: Sequence[tuple[float, float]], size: int) -> Iterable[Sequence[tuple[float, float]]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def datums_from_rows(
+    rows: Iterable[Mapping[str, Any]],
+    distribution_id: str,
+    result_types: frozenset[str] = DOCUMENTED_RESULT_TYPES,
+    rejected_lines: Mapping[str, int] | None = None,
+) -> MinuteMetrics:
+    """The output contract: Requests (total and by ResultType), TimeTaken as Values/Counts, TimeTakenPNN."""
+    base = (("DistributionId", distribution_id),)
+    datums: list[Datum] = []
+    requests = malformed = 0
+    others: set[str] = set()
+    by_type: dict[tuple[datetime, str], int] = defaultdict(int)
+    histogram: dict[datetime, dict[float, float]] = defaultdict(dict)
+    files: dict[str, FileLines] = {}
+    groupings = {g.value: g for g in Grouping}
+    minutes: dict[Any, datetime] = {}  # a few thousand minutes over hundreds of thousands of rows
+    for row in rows:
+        grouping = groupings.get(int(row["grouping_id"]))
+        if grouping is None:
+            known = ", ".join(str(g.value) for g in Grouping)
+            raise ConfigError(f"query row with grouping_id {row['grouping_id']}: expected one of {known}")
+        count = 0 if _is_missing(row.get("requests")) else int(row["requests"])
+        if grouping is Grouping.FILE:
+            bad = count - int(row["valid_requests"])
+            files[str(row["file"])] = FileLines(count, bad)
+            malformed += bad
+            continue
+        if _is_missing(row["minute"]):
+            continue  # malformed lines: counted through their file's row
+        raw = row["minute"]
+        minute = minutes.get(raw) if isinstance(raw, datetime | str) else None
+        if minute is None:
+            minute = as_utc_minute(raw)
+            if isinstance(raw, datetime | str):
+                minutes[raw] = minute
+        if grouping is Grouping.MINUTE:
+            if "requests" in row:
+                requests += count
+                datums.append(Datum(Metric.REQUESTS.value, base, minute, Unit.COUNT, value=float(count)))
+            for metric, column in PERCENTILE_COLUMNS.items():
+                if not _is_missing(row.get(column)):
+                    datums.append(Datum(metric.value, base, minute, Unit.MILLISECONDS, value=float(row[column])))
+            for column, value in row.items():
+                if column.startswith(EXTRA_METRIC_PREFIX) and not _is_missing(value):
+                    datums.append(Datum(extra_metric_name(column), base, minute, Unit.COUNT, value=float(value)))
+        elif grouping is Grouping.MINUTE_BY_RESULT_TYPE:
+            result_type = str(row["result_type"])
+            if result_type not in result_types:
+                others.add(result_type)
+                result_type = OTHER_RESULT_TYPE
+            by_type[(minute, result_type)] += count
+        elif not _is_missing(row["time_taken_bucket_ms"]):
+            histogram[minute][float(row["time_taken_bucket_ms"])] = float(count)
+    for (minute, result_type), count in sorted(by_type.items()):
+        dims = (*base, ("ResultType", result_type))
+        datums.append(Datum(Metric.REQUESTS.value, dims, minute, Unit.COUNT, value=float(count)))
+    for minute, buckets in sorted(histogram.items()):
+        # CloudWatch takes at most 150 distinct values per datum; datums for one metric and minute merge.
+        for chunk in _chunks(sorted(buckets.items()), MAX_VALUES_PER_DATUM):
+            values, counts = zip(*chunk, strict=False)
+            datums.append(Datum(Metric.TIME_TAKEN.value, base, minute, Unit.MILLISECONDS, values=values, counts=counts))
+    for uri, count in (rejected_lines or {}).items():
+        # lines the engine read but could not decode into a row: malformed lines of their file
+        before = files.get(uri, FileLines(0, 0))
+        files[uri] = FileLines(before.lines + count, before.malformed + count)
+        malformed += count
+    return MinuteMetrics(tuple(datums), requests, malformed, frozenset(others), files)
+
+
+HEALTH_DIMENSIONS = (("Job", "cloudfront-log-metrics"),)
+
+
+@dataclass(frozen=True)
+class RunHealth:
+    """What one run amounts to for the job's own health metrics."""
+
+    files_processed: int
+    malformed_lines: int
+    bytes_scanned: int
+    errors: int
+    oldest_hour_left: datetime | None = None  # the partition hour of the oldest file left for a later run
+
+
+def health_datums(health: RunHealth, now: datetime) -> list[Datum]:
+    """The job's own health metrics for one run, at the run's minute."""
+    lag = 0.0
+    if health.oldest_hour_left is not None:
+        lag = max(0.0, (now - (health.oldest_hour_left + timedelta(hours=1))).total_seconds())
+    minute = now.replace(second=0, microsecond=0)
+    figures = [
+        ("FilesProcessed", float(health.files_processed), Unit.COUNT),
+        (MALFORMED_LINES, float(health.malformed_lines), Unit.COUNT),
+        ("BytesScanned", float(health.bytes_scanned), Unit.BYTES),
+        ("LagSeconds", lag, Unit.SECONDS),
+        ("Errors", float(health.errors), Unit.COUNT),
+    ]
+    return [Datum(name, HEALTH_DIMENSIONS, minute, unit, value=value) for name, value, unit in figures]

@@ -1,0 +1,65 @@
+"""What `cfmetrics status` shows: per distribution and hour, files and lines processed and pending (pure)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from job.core.batch import FileRecord
+from job.core.files import LogFile
+
+
+@dataclass(frozen=True)
+class HourStatus:
+    distribution_id: str
+    hour: datetime
+    files_processed: int
+    lines_processed: int
+    malformed_lines: int
+    files_pending: int
+    bytes_pending: int
+
+
+@dataclass(frozen=True)
+class DistributionStatus:
+    distribution_id: str
+    hours: tuple[HourStatus, ...]
+    newest_processed_hour: datetime | None
+    files_pending: int
+    oldest_pending_age: timedelta | None
+    unreadable: tuple[tuple[str, str], ...] = ()
+
+
+def build_status(listed: Sequence[LogFile], records: Sequence[FileRecord], now: datetime) -> list[DistributionStatus]:
+    """Join what the store lists with what the ledger recorded; a file's age counts from the end of its hour."""
+    recorded = {r.uri: r for r in records}
+    cells: dict[tuple[str, datetime], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
+    pending_hours: dict[str, list[datetime]] = defaultdict(list)
+    for log_file in listed:
+        cell = cells[(log_file.distribution_id, log_file.hour)]
+        if log_file.uri in recorded:
+            continue
+        cell[3] += 1
+        cell[4] += log_file.size
+        pending_hours[log_file.distribution_id].append(log_file.hour)
+    for record in records:
+        cell = cells[(record.distribution_id, record.hour)]
+        cell[0] += 1
+        cell[1] += record.lines or 0
+        cell[2] += record.malformed_lines or 0
+    result = []
+    for distribution_id in sorted({d for d, _ in cells}):
+        hours = tuple(
+            HourStatus(distribution_id, hour, *cells[(d, hour)]) for d, hour in sorted(cells) if d == distribution_id
+        )
+        processed = [h.hour for h in hours if h.files_processed]
+        pending = pending_hours.get(distribution_id, [])
+        oldest = now - (min(pending) + timedelta(hours=1)) if pending else None
+        unreadable = tuple(
+            (r.uri, r.unreadable) for r in records if r.distribution_id == distribution_id and r.unreadable
+        )
+        newest = max(processed, default=None)
+        result.append(DistributionStatus(distribution_id, hours, newest, len(pending), oldest, unreadable))
+    return result

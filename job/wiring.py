@@ -1,0 +1,214 @@
+"""The one composition root: Settings -> log store, engine, ledger and sink -> Job (CLI, handler, demo, bench)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from job.adapters.sinks import CLOUDWATCH_SETTLE
+from job.core.errors import ConfigError
+from job.core.files import Layout, LogFormat, validate_distribution_id
+from job.core.metrics import DEFAULT_NAMESPACE, DOCUMENTED_RESULT_TYPES
+from job.core.validate import validate_namespace, validate_query_name
+from job.core.window import HourWindow
+from job.ports import Engine, Ledger, LogStore, Sink
+from job.query.sql_files import DEFAULT_SQL_DIR, MINUTE_METRICS, TABLE_DDL, SqlFile
+from job.runner import Job, RunOptions
+
+DEFAULT_STATE = ".cfmetrics-state"
+DEFAULT_QUERY_TIMEOUT_SECONDS = 240.0
+
+
+class EngineKind(Enum):
+    """Where sql/ runs: embedded DuckDB (local folders, or S3 files downloaded first), or Athena."""
+
+    DUCKDB = "duckdb"
+    ATHENA = "athena"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run is configured with, validated; the CLI builds it from flags, the handler from its
+    environment. Locations are a local folder or s3://bucket/prefix/."""
+
+    logs: str
+    window: HourWindow | None = None
+    namespace: str = DEFAULT_NAMESPACE
+    query: str = MINUTE_METRICS
+    sql_dir: Path = DEFAULT_SQL_DIR
+    sink: str = "cloudwatch"  # 'cloudwatch' or 'jsonl:PATH'
+    state: str = DEFAULT_STATE
+    engine: EngineKind = EngineKind.DUCKDB
+    layout: Layout = Layout.PLAIN
+    log_format: LogFormat = LogFormat.LEGACY
+    distributions: tuple[str, ...] = ()
+    result_types: frozenset[str] = DOCUMENTED_RESULT_TYPES
+    region: str | None = None
+    endpoint_url: str | None = None  # CloudWatch's
+    s3_endpoint_url: str | None = None
+    threads: int | None = None
+    workgroup: str = "primary"
+    database: str = "cloudfront"
+    athena_results: str | None = None
+    query_timeout_seconds: float = DEFAULT_QUERY_TIMEOUT_SECONDS
+    in_flight_settle: timedelta = CLOUDWATCH_SETTLE
+    dry_run: bool = False
+    accept_changed_sql: bool = False
+    owner: str = "local"  # who holds the S3 ledger's lease: a request id, user@host
+
+    def __post_init__(self) -> None:
+        validate_namespace(self.namespace)
+        validate_query_name(self.query)
+        for distribution_id in self.distributions:
+            validate_distribution_id(distribution_id)
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads {self.threads}: expected a positive number", "threads")
+        if self.query_timeout_seconds <= 0:
+            raise ConfigError(
+                f"query timeout {self.query_timeout_seconds}: expected a positive number", "query_timeout"
+            )
+        if self.engine is EngineKind.ATHENA and not self.logs.startswith("s3://"):
+            raise ConfigError(f"the Athena engine needs an s3:// log root; {self.logs!r} is a local folder", "engine")
+        if self.engine is EngineKind.ATHENA and not self.athena_results:
+            raise ConfigError("the Athena engine needs an s3://bucket/prefix/ for its query results", "athena_results")
+        parse_sink_spec(self.sink)
+
+    @property
+    def checks_timestamp_age(self) -> bool:
+        """CloudWatch refuses datapoints older than two weeks; a jsonl file takes any."""
+        return parse_sink_spec(self.sink)[0] == "cloudwatch"
+
+    @property
+    def sink_key(self) -> str:
+        """How the ledger names the destination: each destination gets each file exactly once."""
+        kind, path = parse_sink_spec(self.sink)
+        if kind == "jsonl":
+            assert path is not None
+            return f"jsonl:{path.resolve()}"
+        return f"cloudwatch@{self.endpoint_url or 'default'}"
+
+
+def parse_sink_spec(spec: str) -> tuple[str, Path | None]:
+    """'cloudwatch' or 'jsonl:PATH'."""
+    if spec == "cloudwatch":
+        return "cloudwatch", None
+    if spec.startswith("jsonl:") and len(spec) > len("jsonl:"):
+        return "jsonl", Path(spec.removeprefix("jsonl:"))
+    raise ConfigError(f"sink {spec!r}: expected 'cloudwatch' or 'jsonl:PATH'", "sink")
+
+
+@dataclass
+class Clients:
+    """The boto3 session and clients a run needs, built once, on first use (a local run needs none)."""
+
+    region: str | None
+    endpoint_url: str | None
+    s3_endpoint_url: str | None
+    # clients made elsewhere (the demo's, with dummy credentials for moto), by service name
+    made: dict[str, Any] = field(default_factory=dict)
+    _session: Any = None
+
+    @property
+    def session(self) -> Any:
+        from job.adapters import aws
+
+        if self._session is None:
+            self._session = aws.session(self.region)
+        return self._session
+
+    def client(self, service: str) -> Any:
+        from job.adapters import aws
+
+        if service not in self.made:
+            endpoint = self.endpoint_url if service == "cloudwatch" else self.s3_endpoint_url
+            self.made[service] = aws.client(self.session, service, endpoint)
+        return self.made[service]
+
+
+def build_sink(settings: Settings, clients: Clients, preview: bool = False) -> Sink:
+    """The destination; `preview` (dry runs, status) prints instead and needs no client."""
+    from job.adapters.sinks import CloudWatchSink, DryRunSink, JsonlSink
+
+    if preview:
+        import sys
+
+        return DryRunSink(sys.stdout, settings.sink_key)
+    kind, path = parse_sink_spec(settings.sink)
+    if kind == "jsonl":
+        assert path is not None
+        return JsonlSink(path)
+    return CloudWatchSink(clients.client("cloudwatch"), key=settings.sink_key, settle=settings.in_flight_settle)
+
+
+def build_store_and_engine(settings: Settings, clients: Clients) -> tuple[LogStore, Engine]:
+    """A local folder runs on DuckDB; an s3:// root on Athena, or on DuckDB over downloaded copies."""
+    if not settings.logs.startswith("s3://"):
+        from job.adapters.local_store import LocalLogStore
+
+        return LocalLogStore(Path(settings.logs)), _duckdb(settings)
+    from job.adapters.s3_store import DownloadingEngine, S3LogStore, split_s3_uri
+
+    bucket, prefix = split_s3_uri(settings.logs)
+    store = S3LogStore(clients.client("s3"), bucket, prefix, settings.layout)
+    if settings.engine is EngineKind.DUCKDB:
+        return store, DownloadingEngine(_duckdb(settings), clients.client("s3"))
+    from job.adapters.athena_engine import AthenaEngine
+
+    assert settings.athena_results is not None
+    results_bucket, results_prefix = split_s3_uri(settings.athena_results)
+    engine = AthenaEngine(
+        database=settings.database,
+        workgroup=settings.workgroup,
+        s3_output=f"s3://{results_bucket}/{results_prefix}",
+        boto3_session=clients.session,
+        timeout_seconds=settings.query_timeout_seconds,
+    )
+    return store, engine
+
+
+def _duckdb(settings: Settings) -> Engine:
+    from job.adapters.duckdb_engine import DuckDBEngine
+
+    return DuckDBEngine(SqlFile.load(TABLE_DDL, settings.sql_dir), settings.threads, settings.log_format)
+
+
+def build_ledger(settings: Settings, clients: Clients) -> Ledger:
+    """SQLite in a local folder, or objects under s3:// written with conditional requests."""
+    if not settings.state.startswith("s3://"):
+        from job.adapters.sqlite_ledger import LocalLedger
+
+        return LocalLedger(Path(settings.state))
+    from job.adapters.s3_ledger import S3Ledger
+    from job.adapters.s3_store import split_s3_uri
+
+    bucket, prefix = split_s3_uri(settings.state)
+    return S3Ledger(clients.client("s3"), bucket, prefix, owner=settings.owner)
+
+
+def build_job(
+    settings: Settings,
+    *,
+    preview: bool = False,
+    clients: Clients | None = None,
+    log: Callable[[str], None] = lambda message: None,
+    **hooks: Any,
+) -> Job:
+    """The Job of a run (or, with `preview`, of a dry run or `status`: nothing is sent)."""
+    clients = clients or Clients(settings.region, settings.endpoint_url, settings.s3_endpoint_url)
+    query = SqlFile.load(settings.query, settings.sql_dir)
+    sink = build_sink(settings, clients, preview=preview or settings.dry_run)
+    store, engine = build_store_and_engine(settings, clients)
+    ledger = build_ledger(settings, clients)
+    options = RunOptions(
+        namespace=settings.namespace,
+        window=settings.window,
+        distributions=settings.distributions,
+        result_types=settings.result_types,
+        dry_run=settings.dry_run,
+        accept_changed_sql=settings.accept_changed_sql,
+    )
+    return Job(store, engine, ledger, sink, query, options, log=log, **hooks)

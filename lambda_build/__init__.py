@@ -1,0 +1,1 @@
+"""Building the Lambda functions' artifacts (what `sam build` ships); never shipped itself."""
