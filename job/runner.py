@@ -22,7 +22,7 @@ from job.core.metrics import (
     datums_from_rows,
     malformed_lines_datums,
 )
-from job.core.packing import check_datums, pack
+from job.core.packing import CLOUDWATCH_LIMITS, RequestLimits, check_datums, pack
 from job.core.window import HourWindow
 from job.ports import Engine, Ledger, LogStore, Sink
 from job.query.sql_files import SqlFile, query_parameters
@@ -41,6 +41,7 @@ class RunOptions:
     max_files_per_query: int = DEFAULT_MAX_FILES_PER_QUERY
     dry_run: bool = False
     accept_changed_sql: bool = False
+    request_limits: RequestLimits = CLOUDWATCH_LIMITS
 
 
 @dataclass
@@ -254,7 +255,7 @@ class Job:
         for raw in sorted(metrics.other_result_types - report.other_result_types):
             self.log(f"{distribution_id}: unknown x-edge-result-type {raw!r} published as ResultType=Other")
         report.other_result_types |= metrics.other_result_types
-        requests = pack(datums)
+        requests = pack(datums, self.options.request_limits)
         batch = Batch(
             id=self._batch_id(files),
             target=self.target,
@@ -281,7 +282,7 @@ class Job:
             id=self._batch_id([log_file]),
             target=self.target,
             files=(log_file,),
-            requests=tuple(pack(datums)),
+            requests=tuple(pack(datums, self.options.request_limits)),
             lines=0,
             malformed_lines=0,
             unreadable={log_file.uri: reason[:2000]},

@@ -22,6 +22,7 @@ With --hold POINT --ready-file A --go-file B the process instead stops at the po
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pathlib
 import signal
@@ -32,10 +33,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import job.core.packing
 from job.adapters.s3_ledger import S3Ledger
 from job.adapters.sinks import CloudWatchSink, JsonlSink
 from job.adapters.sqlite_ledger import LocalLedger
+from tests.tight import tight_requests
 
 LEDGER_STEPS = ("begin", "mark_in_flight", "mark_sent", "commit")
 JSONL_CUTS = ("first-line", "half", "last-line")
@@ -302,19 +303,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("args", nargs=argparse.REMAINDER, help="-- then the cfmetrics arguments")
     options = parser.parse_args(argv)
     args = options.args[1:] if options.args[:1] == ["--"] else options.args
-    if options.max_datums:
-        setattr(job.core.packing, "MAX_DATUMS_PER_REQUEST", options.max_datums)  # noqa: B010
     from job.cli import main as cli_main
 
-    if options.kill:
-        with install(options.kill, sigkill):
-            return cli_main(args)
-    if options.hold:
-        if not (options.ready_file and options.go_file):
-            parser.error("--hold needs --ready-file and --go-file")
-        with install(options.hold, hold(options.ready_file, options.go_file)):
-            return cli_main(args)
-    return cli_main(args)
+    if options.hold and not (options.ready_file and options.go_file):
+        parser.error("--hold needs --ready-file and --go-file")
+    small = tight_requests(options.max_datums) if options.max_datums else contextlib.nullcontext()
+    with small:
+        if options.kill:
+            with install(options.kill, sigkill):
+                return cli_main(args)
+        if options.hold:
+            with install(options.hold, hold(options.ready_file, options.go_file)):
+                return cli_main(args)
+        return cli_main(args)
 
 
 if __name__ == "__main__":

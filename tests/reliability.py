@@ -48,7 +48,6 @@ import botocore.retries.standard
 import botocore.retryhandler
 from botocore.exceptions import ClientError
 
-import job.core.packing
 from job.adapters import aws
 from job.adapters.duckdb_engine import DuckDBEngine
 from job.adapters.local_store import LocalLogStore
@@ -68,6 +67,7 @@ from tests.conftest import DOCUMENTED_TYPES, MetricQuery, MetricReader
 from tests.kill_runner import JSONL_CASES, KILL_CASES, KILLED_MARK, Point, install, resolve
 from tests.reference import Reference, scan_tree
 from tests.test_faults import FaultHook
+from tests.tight import tight_requests
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "RELIABILITY.md"
@@ -424,19 +424,17 @@ def query() -> SqlFile:
 def small_requests_and_no_backoff() -> Iterator[None]:
     """Requests of MAX_DATUMS datums; botocore's backoff waits zero (its retry decisions unchanged)."""
     saved = (
-        job.core.packing.__dict__["MAX_DATUMS_PER_REQUEST"],
         botocore.retries.standard.ExponentialBackoff.delay_amount,
         botocore.retryhandler.__dict__["delay_exponential"],
     )
-    setattr(job.core.packing, "MAX_DATUMS_PER_REQUEST", MAX_DATUMS)  # noqa: B010
     setattr(botocore.retries.standard.ExponentialBackoff, "delay_amount", lambda self, context: 0.0)  # noqa: B010
     setattr(botocore.retryhandler, "delay_exponential", lambda **kwargs: 0.0)  # noqa: B010
     try:
-        yield
+        with tight_requests(MAX_DATUMS):
+            yield
     finally:
-        setattr(job.core.packing, "MAX_DATUMS_PER_REQUEST", saved[0])  # noqa: B010
-        setattr(botocore.retries.standard.ExponentialBackoff, "delay_amount", saved[1])  # noqa: B010
-        setattr(botocore.retryhandler, "delay_exponential", saved[2])  # noqa: B010
+        setattr(botocore.retries.standard.ExponentialBackoff, "delay_amount", saved[0])  # noqa: B010
+        setattr(botocore.retryhandler, "delay_exponential", saved[1])  # noqa: B010
 
 
 class Scenario:

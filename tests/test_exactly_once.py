@@ -29,7 +29,6 @@ from typing import Any
 
 import pytest
 
-import job.core.packing
 from job.adapters.duckdb_engine import DuckDBEngine
 from job.adapters.local_store import LocalLogStore
 from job.adapters.sinks import CloudWatchSink, JsonlSink
@@ -56,6 +55,7 @@ from tests.conftest import (
     unique_distribution,
 )
 from tests.reference import Reference, scan_tree
+from tests.tight import tight_requests
 
 NAMESPACE = "Test/ExactlyOnce"
 FIRST_HOUR = datetime(2026, 3, 1, 22, tzinfo=UTC)
@@ -183,8 +183,7 @@ class Clean:
 
 @pytest.fixture(scope="module", autouse=True)
 def small_requests() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(job.core.packing, "MAX_DATUMS_PER_REQUEST", MAX_DATUMS)
+    with tight_requests(MAX_DATUMS):
         yield
 
 

@@ -20,6 +20,7 @@ import boto3
 import pytest
 
 from job.adapters.duckdb_engine import DuckDBEngine
+from job.core.errors import ConfigError
 from job.core.files import Layout, LogFile, parse_relative_path
 from job.core.window import partition_key
 from job.demo.moto_server import moto_server
@@ -259,3 +260,36 @@ def test_handler_rejects_bad_configuration(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("DISTRIBUTIONS", "E1OK,e2'; DROP")
     with pytest.raises(Exception, match="distribution id"):
         lambda_handler({}, FakeContext())
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("DISTRIBUTIONS", "E1OK,e2'; DROP", 'environment variable DISTRIBUTIONS: distribution id "e2\'; DROP"'),
+        ("NAMESPACE", "AWS/CloudFront", "environment variable NAMESPACE: namespace 'AWS/CloudFront'"),
+        ("RESULT_TYPES", "Hit,Mi ss", "environment variable RESULT_TYPES: result types"),
+        ("LOG_LAYOUT", "flat", "environment variable LOG_LAYOUT='flat': expected one of 'plain', 'hive'"),
+        ("LOOKBACK_HOURS", "-3", "environment variable LOOKBACK_HOURS='-3': expected a positive number"),
+    ],
+)
+def test_handler_errors_name_the_environment_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    """The core's messages are neutral; the handler names the variable an operator sets, never a CLI flag."""
+    for name in ("LOG_BUCKET", "ATHENA_WORKGROUP", "ATHENA_DATABASE", "RESULTS_BUCKET"):
+        monkeypatch.setenv(name, "x")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as error:
+        lambda_handler({}, FakeContext())
+    assert str(error.value).startswith(expected), str(error.value)
+    assert "--" not in str(error.value)
+
+
+def test_handler_default_lookback_covers_cloudfronts_delivery_delay() -> None:
+    from job.core.limits import MAX_LOG_DELIVERY_DELAY
+    from job.handler import DEFAULT_LOOKBACK, HandlerConfig
+
+    config = HandlerConfig.from_env({"LOG_BUCKET": "b", "ATHENA_WORKGROUP": "w", "ATHENA_DATABASE": "d",
+                                     "RESULTS_BUCKET": "r"})  # fmt: skip
+    assert config.lookback_hours == DEFAULT_LOOKBACK.total_seconds() / 3600 == 26
+    assert DEFAULT_LOOKBACK > MAX_LOG_DELIVERY_DELAY

@@ -15,11 +15,10 @@ from botocore.awsrequest import AWSRequest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import job.core.packing
 from job.core.errors import LimitError
 from job.core.limits import MAX_DATUMS_PER_REQUEST, MAX_REQUEST_BYTES, MAX_VALUES_PER_DATUM
 from job.core.metrics import Datum, Unit
-from job.core.packing import REQUEST_OVERHEAD_BYTES, check_datums, datum_wire_bytes, lower_bound, pack
+from job.core.packing import REQUEST_OVERHEAD_BYTES, RequestLimits, check_datums, datum_wire_bytes, lower_bound, pack
 
 NOW = datetime(2026, 11, 28, 16, 0, tzinfo=UTC)
 MINUTE = datetime(2026, 11, 28, 15, 4, tzinfo=UTC)
@@ -292,16 +291,13 @@ def test_pack_property_under_small_limits(items: list[Datum], max_datums: int, m
     # make every datum distinct so order and identity can be checked
     unique = [Datum(d.metric, (*d.dimensions, ("n", str(i))), d.timestamp, d.unit, d.value, d.values, d.counts)
               for i, d in enumerate(items)]  # fmt: skip
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(job.core.packing, "MAX_DATUMS_PER_REQUEST", max_datums)
-        patch.setattr(job.core.packing, "MAX_REQUEST_BYTES", max_bytes)
-        budget = max_bytes - REQUEST_OVERHEAD_BYTES
-        if any(datum_wire_bytes(d) > budget for d in unique):
-            with pytest.raises(LimitError):
-                pack(unique)
-            return
-        requests = pack(unique)
-        bound = lower_bound(unique)
+    limits = RequestLimits(max_datums=max_datums, max_bytes=max_bytes)
+    if any(datum_wire_bytes(d) > limits.budget for d in unique):
+        with pytest.raises(LimitError):
+            pack(unique, limits)
+        return
+    requests = pack(unique, limits)
+    bound = lower_bound(unique, limits=limits)
     assert Counter(d for r in requests for d in r) == Counter(unique)
     assert bound <= len(requests)
     position = {d: i for i, d in enumerate(unique)}

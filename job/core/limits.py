@@ -17,7 +17,9 @@ MAX_DATAPOINT_AGE = timedelta(days=14)
 MAX_DATAPOINT_AHEAD = timedelta(hours=2)
 # Namespace: "Minimum length of 1. Maximum length of 255", may not start with "AWS/".
 MAX_NAMESPACE_LENGTH = 255
-# Dimension Name/Value: "Minimum length of 1. Maximum length of 1024" (Name 255).
+# Dimension, https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_Dimension.html: Name "Minimum
+# length of 1. Maximum length of 255", Value "Minimum length of 1. Maximum length of 1024".
+MAX_DIMENSION_NAME_LENGTH = 255
 MAX_DIMENSION_VALUE_LENGTH = 1024
 
 # Athena, https://docs.aws.amazon.com/athena/latest/ug/service-limits.html: "maximum allowed query string length

@@ -6,6 +6,7 @@ import heapq
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote
 
@@ -14,6 +15,8 @@ from job.core.limits import (
     MAX_DATAPOINT_AGE,
     MAX_DATAPOINT_AHEAD,
     MAX_DATUMS_PER_REQUEST,
+    MAX_DIMENSION_NAME_LENGTH,
+    MAX_DIMENSION_VALUE_LENGTH,
     MAX_DIMENSIONS_PER_DATUM,
     MAX_REQUEST_BYTES,
     MAX_VALUES_PER_DATUM,
@@ -21,6 +24,22 @@ from job.core.limits import (
 from job.core.metrics import Datum
 
 Request = tuple[Datum, ...]
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one PutMetricData request may hold (job/core/limits.py has the sources); tests tighten them."""
+
+    max_datums: int = MAX_DATUMS_PER_REQUEST
+    max_bytes: int = MAX_REQUEST_BYTES
+
+    @property
+    def budget(self) -> int:
+        """Bytes the datums of one request may take."""
+        return self.max_bytes - REQUEST_OVERHEAD_BYTES
+
+
+CLOUDWATCH_LIMITS = RequestLimits()
 # Action=PutMetricData&Version=2010-08-01&Namespace=<255 chars>: the request's own share of the body.
 REQUEST_OVERHEAD_BYTES = 64 + 3 * 255
 
@@ -60,6 +79,10 @@ def check_datums(datums: Sequence[Datum], now: datetime | None) -> None:
             raise LimitError(
                 f"{where}: {len(datum.dimensions)} dimensions; CloudWatch takes {MAX_DIMENSIONS_PER_DATUM}"
             )
+        if any(not 0 < len(v) <= MAX_DIMENSION_VALUE_LENGTH for _, v in datum.dimensions):
+            raise LimitError(f"{where}: dimension values must be 1-{MAX_DIMENSION_VALUE_LENGTH} characters")
+        if any(not 0 < len(n) <= MAX_DIMENSION_NAME_LENGTH for n, _ in datum.dimensions):
+            raise LimitError(f"{where}: dimension names must be 1-{MAX_DIMENSION_NAME_LENGTH} characters")
         if len(datum.values) > MAX_VALUES_PER_DATUM or len(datum.values) != len(datum.counts):
             raise LimitError(f"{where}: expected at most {MAX_VALUES_PER_DATUM} values with one count each")
         if not all(math.isfinite(n) for n in datum.numbers()):
@@ -72,36 +95,38 @@ def check_datums(datums: Sequence[Datum], now: datetime | None) -> None:
             )
 
 
-def lower_bound(datums: Sequence[Datum], sizes: Sequence[int] | None = None) -> int:
+def lower_bound(
+    datums: Sequence[Datum], sizes: Sequence[int] | None = None, limits: RequestLimits = CLOUDWATCH_LIMITS
+) -> int:
     """No packing can use fewer requests than this."""
     if not datums:
         return 0
-    by_count = math.ceil(len(datums) / MAX_DATUMS_PER_REQUEST)
+    by_count = math.ceil(len(datums) / limits.max_datums)
     total = sum(sizes) if sizes is not None else sum(map(datum_wire_bytes, datums))
-    by_bytes = math.ceil(total / (MAX_REQUEST_BYTES - REQUEST_OVERHEAD_BYTES))
+    by_bytes = math.ceil(total / limits.budget)
     return max(by_count, by_bytes)
 
 
-def pack(datums: Sequence[Datum]) -> list[Request]:
+def pack(datums: Sequence[Datum], limits: RequestLimits = CLOUDWATCH_LIMITS) -> list[Request]:
     """Pack into as few requests as the two limits (datums, bytes) allow: start with the lower bound, place the
     largest datums first, each into the open request with the most bytes left (so big histograms and small
     single values spread over both limits), and add a request only when nothing fits. Within a request the
     datums keep their input order."""
-    budget = MAX_REQUEST_BYTES - REQUEST_OVERHEAD_BYTES
+    budget = limits.budget
     sized = sorted(((datum_wire_bytes(d), i, d) for i, d in enumerate(datums)), key=lambda t: (-t[0], t[1]))
     for size, _, datum in sized[:1]:
         if size > budget:
             raise LimitError(f"{datum.metric} at {datum.timestamp:%Y-%m-%dT%H:%MZ}: {size} bytes exceed one request")
-    requests = lower_bound(datums, [size for size, _, _ in sized])
+    requests = lower_bound(datums, [size for size, _, _ in sized], limits)
     while True:
-        placed = _worst_fit(sized, requests, budget)
+        placed = _worst_fit(sized, requests, budget, limits.max_datums)
         if placed is not None:
             return [tuple(d for _, d in sorted(b, key=lambda t: t[0])) for b in placed if b]
         requests += 1
 
 
 def _worst_fit(
-    sized: Sequence[tuple[int, int, Datum]], requests: int, budget: int
+    sized: Sequence[tuple[int, int, Datum]], requests: int, budget: int, max_datums: int
 ) -> list[list[tuple[int, Datum]]] | None:
     """Largest first into the request with the most bytes left; None if some datum fits nowhere."""
     heap = [(-budget, b) for b in range(requests)]  # most room first
@@ -110,11 +135,11 @@ def _worst_fit(
         skipped = []
         while heap:
             negative_room, b = heapq.heappop(heap)
-            if -negative_room >= size and len(bins[b]) < MAX_DATUMS_PER_REQUEST:
+            if -negative_room >= size and len(bins[b]) < max_datums:
                 bins[b].append((index, datum))
                 heapq.heappush(heap, (negative_room + size, b))
                 break
-            if len(bins[b]) < MAX_DATUMS_PER_REQUEST:
+            if len(bins[b]) < max_datums:
                 skipped.append((negative_room, b))
         else:
             return None
