@@ -186,7 +186,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     for uri in files:
         if "\n" in uri or "\x00" in uri:
             raise ConfigError(f"--file {uri!r}: a log file path cannot contain a newline or NUL")
-    params = query_parameters(distribution_id, window.first, window.last, files)
+    params = query_parameters(distribution_id, window.hours(), files)
     print(SqlFile.load(validate_query_name(args.query), sql_dir).render_literal(params))
     return 0
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import groupby
@@ -28,6 +29,9 @@ from job.ports import Engine, Ledger, LogStore, Sink
 from job.query.sql_files import SqlFile, query_parameters
 
 DEFAULT_MAX_FILES_PER_QUERY = 1000
+# Partitions one query may make projection plan: a scheduled run's 26-hour look-back, plus one. (Athena stops at
+# "more than 1 million partitions in a single scan"; planning few also keeps planning fast.)
+MAX_PLANNED_PARTITIONS = 27
 # About 2 M lines of gzip logs: DuckDB's exact percentiles hold every time-taken of a query in memory.
 DEFAULT_MAX_QUERY_DATA_BYTES = 128 * 1024 * 1024
 
@@ -94,17 +98,42 @@ def new_batch_id(files: Sequence[LogFile], at: datetime) -> str:
     return f"{at:%Y%m%dT%H%M%S%f}-{os.getpid()}-{next(_BATCH_SEQUENCE)}-{len(files)}"
 
 
+def planned_partitions(hours: Iterable[datetime]) -> int:
+    """How many partitions projection plans for a query over these partition hours: the product of the distinct
+    values of each column, as sql/minute_metrics.sql names them (year, month, day, hour IN lists)."""
+    moments = set(hours)
+    return math.prod(len({f"{h:{form}}" for h in moments}) for form in ("%Y", "%m", "%d", "%H")) if moments else 0
+
+
 def chunk_files(
-    files: Sequence[LogFile], max_files: int, max_bytes: int, max_data_bytes: int = DEFAULT_MAX_QUERY_DATA_BYTES
+    files: Sequence[LogFile],
+    max_files: int,
+    max_bytes: int,
+    max_data_bytes: int = DEFAULT_MAX_QUERY_DATA_BYTES,
+    max_partitions: int = MAX_PLANNED_PARTITIONS,
 ) -> list[list[LogFile]]:
     """Split one distribution's files (sorted by hour) into queries: each names at most max_files paths in at most
     max_bytes of query text and reads at most max_data_bytes of logs, cut at hour boundaries where it can, so
-    memory stays flat as the input grows and few minutes are split between two queries."""
+    memory stays flat as the input grows and few minutes are split between two queries. Partition projection plans
+    the product of the years, months, days and hours a query names; a query is cut at a day boundary when that
+    product would pass max_partitions (within one day it is the hours read, at most 24)."""
     chunks: list[list[LogFile]] = []
     current: list[LogFile] = []
     size = data = 0
     for _, hour in groupby(files, key=lambda f: f.hour):
         group = list(hour)
+        if current and planned_partitions([f.hour for f in current] + [group[0].hour]) > max_partitions:
+            # cut at the last day boundary: the days before it make one query, the last day goes on with this hour
+            last_day = current[-1].hour.date()
+            earlier = [f for f in current if f.hour.date() != last_day]
+            if earlier:
+                chunks.append(earlier)
+                current = current[len(earlier) :]
+            else:
+                chunks.append(current)
+                current = []
+            size = sum(len(f.uri.encode()) + 4 for f in current)
+            data = sum(f.size for f in current)
         if current and data + sum(f.size for f in group) > max_data_bytes:
             chunks.append(current)
             current, size, data = [], 0, 0
@@ -231,9 +260,7 @@ class Job:
             self._start(batch, 0, now, report)
             if not files:
                 return
-        params = query_parameters(
-            distribution_id, min(f.hour for f in files), max(f.hour for f in files), [f.uri for f in files]
-        )
+        params = query_parameters(distribution_id, [f.hour for f in files], [f.uri for f in files])
         try:
             result = self.engine.query(self.query, params, files)
         except UnreadableFileError as exc:

@@ -13,8 +13,11 @@
 --
 -- Parameters:
 --   :distribution_id  the CloudFront distribution (the injected partition column needs an equality)
---   :first_hour       first partition hour, 'YYYYMMDDHH' (partitions outside the range are pruned)
---   :last_hour        last partition hour, 'YYYYMMDDHH', inclusive
+--   :years, :months, :days, :hours
+--                     the partition values of the files' hours ('2026', '11', '28', '15'). Partition projection
+--                     builds each column's values from that column's own predicate and plans their product, so
+--                     per-column IN lists (one day per query: one year, month and day) plan just the hours read;
+--                     a predicate on concat(year, month, day, hour) would plan every projected partition.
 --   :files            the log files to read ("$path" values): each run reads only files it has not processed
 WITH lines AS (
   SELECT
@@ -24,7 +27,7 @@ WITH lines AS (
     try_cast(time_taken AS double) AS time_taken_s
   FROM cloudfront_logs
   WHERE distributionid = :distribution_id
-    AND concat(year, month, day, hour) BETWEEN :first_hour AND :last_hour
+    AND year IN (:years) AND month IN (:months) AND day IN (:days) AND hour IN (:hours)
     AND "$path" IN (:files)
 ),
 classified AS (

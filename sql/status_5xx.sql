@@ -15,7 +15,7 @@ FROM (
     sc_status
   FROM cloudfront_logs
   WHERE distributionid = :distribution_id
-    AND concat(year, month, day, hour) BETWEEN :first_hour AND :last_hour
+    AND year IN (:years) AND month IN (:months) AND day IN (:days) AND hour IN (:hours)
     AND "$path" IN (:files)
     AND x_edge_result_type NOT IN ('', '-')
 ) AS lines

@@ -37,8 +37,10 @@ def test_injection_attempt_reaches_athena_only_as_a_quoted_parameter(moto_endpoi
         uri = "s3://logs/E1/2026/11/28/10/a.gz"
         params: dict[str, SqlValue] = {
             "distribution_id": Varchar(attempt),
-            "first_hour": Varchar("2026112810"),
-            "last_hour": Varchar(attempt),
+            "years": VarcharList(("2026",)),
+            "months": VarcharList(("11",)),
+            "days": VarcharList(("28",)),
+            "hours": VarcharList(("10", attempt)),
             "files": VarcharList((uri, attempt)),
         }
         files = [LogFile("E1", datetime(2026, 11, 28, 10, tzinfo=UTC), uri, 1, Layout.PLAIN)]
@@ -52,7 +54,7 @@ def test_injection_attempt_reaches_athena_only_as_a_quoted_parameter(moto_endpoi
     assert attempt not in text and "DROP" not in text and "OR '1'" not in text
     assert len(sqlglot.parse(text, read="athena")) == 1  # one statement, whatever the values
     quoted = "'" + attempt.replace("'", "''") + "'"
-    assert literals == [quoted, "'2026112810'", quoted, f"'{uri}'", quoted]
+    assert literals == [quoted, "'2026'", "'11'", "'28'", "'10'", quoted, f"'{uri}'", quoted]
     # each parameter is exactly one string literal whose value is the attempt, intact
     parsed = sqlglot.parse_one(f"SELECT {quoted}", read="athena")
     assert isinstance(parsed, sqlglot.exp.Select) and parsed.expressions[0].this == attempt

@@ -45,7 +45,7 @@ from job.adapters.sqlite_ledger import LocalLedger
 from job.core.batch import Target
 from job.core.errors import EngineError, LedgerError
 from job.core.files import Layout, LogFile, parse_relative_path
-from job.core.window import floor_hour, partition_key
+from job.core.window import floor_hour
 from job.demo.sample_logs import generate
 from job.handler import lambda_handler
 from job.ports import Sink
@@ -594,8 +594,10 @@ class RetryProofTwin(AthenaTwin):
                 files.append(LogFile(distribution_id, parsed.hour, uri, local.stat().st_size, Layout.PLAIN, str(local)))
         expected: dict[str, SqlValue] = {
             "distribution_id": Varchar(distribution_id),
-            "first_hour": Varchar(partition_key(min(f.hour for f in files))),
-            "last_hour": Varchar(partition_key(max(f.hour for f in files))),
+            **{
+                column: VarcharList(tuple(sorted({f"{f.hour:{form}}" for f in files})))
+                for column, form in (("years", "%Y"), ("months", "%m"), ("days", "%d"), ("hours", "%H"))
+            },
             "files": VarcharList(tuple(f.uri for f in files)),
         }
         rendered = self.query.render_placeholders(expected)

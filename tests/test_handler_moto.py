@@ -22,7 +22,6 @@ import pytest
 from job.adapters.duckdb_engine import DuckDBEngine
 from job.core.errors import ConfigError
 from job.core.files import Layout, LogFile, parse_relative_path
-from job.core.window import partition_key
 from job.demo.moto_server import moto_server
 from job.demo.sample_logs import generate, write_log_file
 from job.handler import lambda_handler
@@ -99,8 +98,10 @@ class AthenaTwin:
         new = [f for f in self.files_in_s3(distribution_id) if f.uri not in self.answered]
         expected: dict[str, SqlValue] = {
             "distribution_id": Varchar(distribution_id),
-            "first_hour": Varchar(partition_key(min(f.hour for f in new))),
-            "last_hour": Varchar(partition_key(max(f.hour for f in new))),
+            **{
+                column: VarcharList(tuple(sorted({f"{f.hour:{form}}" for f in new})))
+                for column, form in (("years", "%Y"), ("months", "%m"), ("days", "%d"), ("hours", "%H"))
+            },
             "files": VarcharList(tuple(f.uri for f in new)),
         }
         rendered = self.query.render_placeholders(expected)

@@ -257,9 +257,7 @@ def test_the_metrics_handler_runs_in_lambda(
 def _params(distribution_id: str, files: list[Any]) -> Any:
     from job.query.sql_files import query_parameters
 
-    return query_parameters(
-        distribution_id, min(f.hour for f in files), max(f.hour for f in files), [f.uri for f in files]
-    )
+    return query_parameters(distribution_id, [f.hour for f in files], [f.uri for f in files])
 
 
 MOVE = """

@@ -42,8 +42,10 @@ def placeholder_count(text: str) -> int:
 def metrics_params(distribution_id: str = "E1", files: tuple[str, ...] = ("s3://b/E1/a.gz",)) -> dict[str, SqlValue]:
     return {
         "distribution_id": Varchar(distribution_id),
-        "first_hour": Varchar("2026112815"),
-        "last_hour": Varchar("2026112815"),
+        "years": VarcharList(("2026",)),
+        "months": VarcharList(("11",)),
+        "days": VarcharList(("28",)),
+        "hours": VarcharList(("15",)),
         "files": VarcharList(files),
     }
 
@@ -64,7 +66,8 @@ def test_parameters_outside_strings_and_comments_only() -> None:
 
 
 def test_metrics_query_and_ddl_parameters() -> None:
-    assert SqlFile.load(MINUTE_METRICS).parameters == {"distribution_id", "first_hour", "last_hour", "files"}
+    expected = {"distribution_id", "years", "months", "days", "hours", "files"}
+    assert SqlFile.load(MINUTE_METRICS).parameters == expected
     assert SqlFile.load(TABLE_DDL).parameters == {"location", "location_template"}
 
 
@@ -112,11 +115,11 @@ def test_unreadable_file_is_a_template_error(tmp_path: Path) -> None:
 def test_varchar_list_expands_to_one_placeholder_per_element(count: int) -> None:
     files = tuple(f"s3://b/E1/2026/11/28/15/E1.2026-11-28-15.{i:04d}.gz" for i in range(count))
     rendered = SqlFile.load(MINUTE_METRICS).render_placeholders(metrics_params(files=files))
-    # distribution_id, first_hour, last_hour, then one per file
-    assert placeholder_count(rendered.text) == 3 + count
-    assert len(rendered.literal_parameters()) == 3 + count
-    assert rendered.bind_values() == ["E1", "2026112815", "2026112815", *files]
-    assert rendered.literal_parameters() == ["'E1'", "'2026112815'", "'2026112815'", *(f"'{f}'" for f in files)]
+    # distribution_id, one year, month, day and hour, then one per file
+    assert placeholder_count(rendered.text) == 5 + count
+    assert len(rendered.literal_parameters()) == 5 + count
+    assert rendered.bind_values() == ["E1", "2026", "11", "28", "15", *files]
+    assert rendered.literal_parameters() == ["'E1'", "'2026'", "'11'", "'28'", "'15'", *(f"'{f}'" for f in files)]
     assert ":" + "files" not in rendered.text.split("WITH", 1)[1]
 
 

@@ -584,8 +584,10 @@ def test_metrics_query_partition_range_and_filters(con: Connection) -> None:
     rendered = sql.render_placeholders(
         {
             "distribution_id": Varchar("E1"),
-            "first_hour": Varchar("2026112815"),
-            "last_hour": Varchar("2026112816"),
+            "years": VarcharList(("2026",)),
+            "months": VarcharList(("11",)),
+            "days": VarcharList(("28",)),
+            "hours": VarcharList(("15", "16")),
             "files": VarcharList(files),
         }
     )

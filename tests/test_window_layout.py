@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,8 +12,10 @@ import pytest
 from job.adapters.local_store import LocalLogStore
 from job.core.errors import ConfigError, LayoutError
 from job.core.files import Layout, LogFile, ParsedPath, parse_relative_path
-from job.core.window import EARLIEST_LOGS, HourWindow, effective_window, parse_time, partition_key
-from job.runner import chunk_files
+from job.core.window import EARLIEST_LOGS, HourWindow, effective_window, parse_time
+from job.query.sql_files import query_parameters
+from job.query.sql_values import VarcharList
+from job.runner import chunk_files, planned_partitions
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
@@ -110,10 +113,6 @@ def test_window_from_bounds_hours_and_contains() -> None:
     assert str(window) == "2026-11-28T22..2026-11-29T01 UTC"
     single = HourWindow(utc(2026, 11, 28, 15), utc(2026, 11, 28, 15))
     assert list(single.hours()) == [utc(2026, 11, 28, 15)]
-
-
-def test_partition_key() -> None:
-    assert partition_key(utc(2026, 1, 2, 3)) == "2026010203"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -325,6 +324,34 @@ def test_chunk_files_exact_counts() -> None:
 def test_chunk_files_puts_an_oversized_file_alone() -> None:
     files = log_files([10, 500, 10])
     assert chunk_files(files, 10, 100) == [[files[0]], [files[1]], [files[2]]]
+
+
+def test_a_26_hour_look_back_plans_at_most_27_partitions() -> None:
+    """A 26-hour look-back with a file in every hour: two queries, cut at midnight, and the product of the years,
+    months, days and hours each names (what partition projection plans) adds up to the 26 hours read, not 2 x 24."""
+    first = utc(2026, 11, 27, 22)
+    files = [LogFile("E1", first + timedelta(hours=h), f"/f{h:02d}", 10, Layout.PLAIN) for h in range(26)]
+    chunks = chunk_files(files, 1000, 100_000)
+    assert [len(c) for c in chunks] == [2, 24]
+    planned = 0
+    for chunk in chunks:
+        params = query_parameters("E1", [f.hour for f in chunk], [f.uri for f in chunk])
+        sizes = [
+            len(v.values)
+            for n, v in params.items()
+            if n in ("years", "months", "days", "hours") and isinstance(v, VarcharList)
+        ]
+        planned += math.prod(sizes)
+    assert planned == 26
+
+
+def test_files_of_two_days_share_a_query_while_few_partitions_are_planned() -> None:
+    """An on-time file and a late one from the same hour yesterday: one query, 2 partitions planned."""
+    now, late = utc(2026, 11, 28, 15), utc(2026, 11, 27, 15)
+    files = [LogFile("E1", h, f"/{h:%d%H}", 10, Layout.PLAIN) for h in (late, now)]
+    assert chunk_files(files, 1000, 100_000) == [files]
+    assert planned_partitions([late, now]) == 2
+    assert planned_partitions([late, now - timedelta(hours=1)]) == 4  # days {27, 28} x hours {14, 15}
 
 
 def test_window_hours_are_consecutive() -> None:

@@ -78,11 +78,6 @@ class HourWindow:
         return f"{self.first:%Y-%m-%dT%H}..{self.last:%Y-%m-%dT%H} UTC"
 
 
-def partition_key(hour: datetime) -> str:
-    """The 'YYYYMMDDHH' form the metrics query compares concat(year, month, day, hour) with."""
-    return hour.strftime("%Y%m%d%H")
-
-
 # A file's lines may carry times up to an hour past its partition hour; keep that far from CloudWatch's edge.
 AGE_MARGIN = timedelta(hours=2)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -15,7 +15,6 @@ from sqlglot.errors import TokenError
 from sqlglot.tokenizer_core import TokenType
 
 from job.core.errors import SqlTemplateError
-from job.core.window import partition_key
 from job.query.sql_values import SqlValue, Varchar, VarcharList
 
 DEFAULT_SQL_DIR = Path(__file__).resolve().parents[2] / "sql"  # beside job/, in the repo and in the artifact
@@ -23,15 +22,22 @@ TABLE_DDL = "cloudfront_logs_table"
 MINUTE_METRICS = "minute_metrics"
 
 
-def query_parameters(
-    distribution_id: str, first_hour: datetime, last_hour: datetime, uris: Sequence[str]
-) -> dict[str, SqlValue]:
-    """The parameter contract of every metrics query in sql/: one distribution, its partition hours
-    (first..last, inclusive, as 'YYYYMMDDHH') and the `"$path"` of each file to read."""
+def query_parameters(distribution_id: str, hours: Iterable[datetime], uris: Sequence[str]) -> dict[str, SqlValue]:
+    """The parameter contract of every metrics query in sql/: one distribution, the partition values of the
+    hours its files belong to (per column, for partition projection) and the `"$path"` of each file to read."""
+    moments = sorted(set(hours))
+    if not moments:
+        raise ValueError("a query reads the files of at least one partition hour")
+
+    def values(form: str) -> VarcharList:
+        return VarcharList(tuple(sorted({f"{hour:{form}}" for hour in moments})))
+
     return {
         "distribution_id": Varchar(distribution_id),
-        "first_hour": Varchar(partition_key(first_hour)),
-        "last_hour": Varchar(partition_key(last_hour)),
+        "years": values("%Y"),
+        "months": values("%m"),
+        "days": values("%d"),
+        "hours": values("%H"),
         "files": VarcharList(tuple(uris)),
     }
 
