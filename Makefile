@@ -4,11 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help install test lint typecheck unit demo bench reliability clean
+.PHONY: help install test lint typecheck unit demo bench reliability clean test-trino trino-up trino-down
 
 help:
 	@echo "make demo   run the whole job on generated sample logs against a local CloudWatch, chart the result"
 	@echo "make test   ruff, mypy and pytest"
+	@echo "make test-trino  the engine-conformance tests on a real Trino (needs Java 24+; downloads Trino once)"
+	@echo "make trino-up / trino-down  start / stop a local Trino for --engine trino (its URL on the last line)"
 	@echo "make bench  the benchmark behind docs/BENCHMARKS.md"
 
 $(STAMP): pyproject.toml
@@ -31,6 +33,16 @@ unit: $(STAMP)
 	$(BIN)/pytest
 
 test: template-check lint typecheck unit
+
+# Trino's tier: the tests start and stop their own server (downloaded once into ~/.cache/cfmetrics/trino).
+test-trino: $(STAMP)
+	$(BIN)/pytest -m trino tests/trino
+
+trino-up: $(STAMP)
+	@$(BIN)/python -m tests.trino_server up
+
+trino-down: $(STAMP)
+	@$(BIN)/python -m tests.trino_server down
 
 demo: $(STAMP)
 	$(BIN)/cfmetrics demo

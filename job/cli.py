@@ -31,7 +31,7 @@ FLAGS = {
     "namespace": "--namespace", "result_types": "--result-types", "location": "--location", "query": "--query",
     "from": "--from", "to": "--to", "distributions": "--distribution", "sink": "--sink", "engine": "--engine",
     "athena_results": "--athena-results", "threads": "--threads", "query_timeout": "--query-timeout",
-    "logs": "--logs", "state": "--state",
+    "logs": "--logs", "state": "--state", "trino_url": "--trino-url", "trino_schema": "--trino-schema",
 }  # fmt: skip
 
 
@@ -68,6 +68,9 @@ def settings_from_args(args: argparse.Namespace, now: datetime) -> Settings:
         database=args.database,
         athena_results=args.athena_results,
         query_timeout_seconds=args.query_timeout,
+        trino_url=args.trino_url,
+        trino_catalog=args.trino_catalog,
+        trino_schema=args.trino_schema,
         in_flight_settle=timedelta(seconds=args.in_flight_settle),
         dry_run=getattr(args, "dry_run", False),
         accept_changed_sql=getattr(args, "accept_changed_sql", False),
@@ -168,6 +171,15 @@ def cmd_sql(args: argparse.Namespace) -> int:
         ddl = SqlFile.load(TABLE_DDL if log_format is LogFormat.LEGACY else ddl_name(log_format), sql_dir)
         location = validate_s3_location(args.location)
         template = Layout(args.layout).athena_template(location)
+        if args.engine == EngineKind.TRINO.value:
+            if log_format is not LogFormat.LEGACY:
+                raise ConfigError("the Trino engine reads the legacy format only so far (docs/FORMATS.md)", "engine")
+            from job.query.ddl import LOG_RELATION, table_spec, trino_table_sql
+
+            schema = args.trino_schema or "cloudfront"
+            table = f'"{args.trino_catalog}"."{schema}"."{LOG_RELATION}"'
+            print(trino_table_sql(table_spec(ddl, location, template), table, location, template))
+            return 0
         given = {"location": Varchar(location), "location_template": Varchar(template)}
         print(ddl.render_literal({name: value for name, value in given.items() if name in ddl.parameters}))
         if log_format is not LogFormat.LEGACY:  # the metrics query reads the view over the v2 table
@@ -180,7 +192,10 @@ def cmd_sql(args: argparse.Namespace) -> int:
     window = HourWindow.from_bounds(start, end)
     files = list(args.file or ())
     if args.logs:
-        files += [f.uri for f in LocalLogStore(Path(args.logs)).list(window, [distribution_id]).files]
+        listed = LocalLogStore(Path(args.logs)).list(window, [distribution_id]).files
+        # Trino names local files local:///abs/path in "$path" (adapters/trino_engine.py)
+        prefix = "local://" if args.engine == EngineKind.TRINO.value else ""
+        files += [prefix + f.uri for f in listed]
     if not files:
         raise ConfigError("cfmetrics sql: no files; name them with --file URI (repeatable) or --logs ROOT")
     for uri in files:
@@ -224,7 +239,10 @@ def _job_options(parser: argparse.ArgumentParser, window_required: bool) -> None
         "arrived (default 180; 0 for an endpoint that shows data at once, like moto)",
     )
     parser.add_argument("--threads", type=int, help="DuckDB threads (default: all cores)")
-    parser.add_argument("--engine", choices=["duckdb", "athena"], default="duckdb", help="query engine (duckdb)")
+    parser.add_argument(
+        "--engine", choices=[k.value for k in EngineKind], default="duckdb", help="query engine (default duckdb)"
+    )
+    _trino_options(parser)
     parser.add_argument("--layout", choices=[m.value for m in Layout], default="plain", help="s3:// root layout")
     parser.add_argument(
         "--result-types",
@@ -241,6 +259,15 @@ def _job_options(parser: argparse.ArgumentParser, window_required: bool) -> None
     parser.add_argument("--database", default="cloudfront", help="Glue database of the log table (cloudfront)")
     parser.add_argument("--athena-results", metavar="S3URI", help="s3://bucket/prefix/ for Athena's query results")
     parser.add_argument("--query-timeout", type=float, default=240.0, help="seconds to wait for one Athena query")
+
+
+def _trino_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trino-url", metavar="URL", help="with --engine trino: the server, e.g. http://host:8080")
+    parser.add_argument("--trino-catalog", default="hive", help="with --engine trino: the Hive catalog (hive)")
+    parser.add_argument(
+        "--trino-schema",
+        help="with --engine trino: the schema of the log table (an s3:// root); a local root gets a schema of its own",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -300,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format", choices=[m.value for m in LogFormat], default="legacy", help="with --ddl: the files' format"
     )
     sql.add_argument("--sql-dir", default=str(DEFAULT_SQL_DIR), help="folder of the SQL files (default: sql/)")
+    sql.add_argument(
+        "--engine",
+        choices=[k.value for k in EngineKind],
+        default="athena",
+        help="the SQL is the same for every engine; with --ddl, trino prints the table for Trino's Hive connector",
+    )
+    _trino_options(sql)
     sql.set_defaults(func=cmd_sql)
 
     demo = commands.add_parser(

@@ -155,7 +155,9 @@ def _handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     stats = getattr(job.engine, "stats", [])
     scanned = sum(s.data_scanned_bytes for s in stats)
     oldest_left = min((f.hour for f in report.files_left), default=None)
-    health = RunHealth(len(report.files_done), report.malformed_lines, scanned, errors=0, oldest_hour_left=oldest_left)
+    health = RunHealth(
+        len(report.files_done), report.malformed_lines, scanned, 0, oldest_left, report.scan_amplification
+    )
     job.sink.put(config.namespace, health_datums(health, now))
     summary = {
         "status": "stopped-early" if report.stopped_early else "ok",

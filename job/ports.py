@@ -25,6 +25,11 @@ class QueryResult:
 
     rows: list[Row]
     rejected_lines: Mapping[str, int] = field(default_factory=dict)
+    # What the engine read from storage, where it reports it (Athena, Trino): the pruning self-check's input.
+    scanned_bytes: int | None = None
+    # The least a query is billed as scanned (Athena: 10 MB), so a small query is not taken for amplification.
+    scan_floor_bytes: int = 0
+    query_id: str | None = None
 
 
 class Engine(Protocol):

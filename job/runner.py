@@ -16,16 +16,18 @@ from job.core.files import LogFile
 from job.core.limits import ATHENA_MIN_BYTES_PER_QUERY, ATHENA_USD_PER_TB, MAX_ATHENA_QUERY_BYTES, MAX_DATAPOINT_AGE
 from job.core.metrics import (
     DOCUMENTED_RESULT_TYPES,
+    MAX_SCAN_AMPLIFICATION,
     UNREADABLE_FILES,
     Datum,
     DatumKey,
     Unit,
     datums_from_rows,
     malformed_lines_datums,
+    scan_amplification,
 )
 from job.core.packing import CLOUDWATCH_LIMITS, RequestLimits, check_datums, pack
 from job.core.window import HourWindow
-from job.ports import Engine, Ledger, LogStore, Sink
+from job.ports import Engine, Ledger, LogStore, QueryResult, Sink
 from job.query.sql_files import SqlFile, query_parameters
 
 DEFAULT_MAX_FILES_PER_QUERY = 1000
@@ -67,6 +69,7 @@ class RunReport:
     other_result_types: set[str] = field(default_factory=set)
     chunks: list[list[LogFile]] = field(default_factory=list)
     unreadable_files: list[str] = field(default_factory=list)
+    scan_amplification: float | None = None  # the largest of the run's queries, where the engine reports it
     files_done: list[LogFile] = field(default_factory=list)
     files_left: list[LogFile] = field(default_factory=list)
     stopped_early: bool = False
@@ -271,6 +274,7 @@ class Job:
                 return
             self._publish_unreadable(files[0], str(exc), now, report)
             return
+        self._check_scan(result, files, report)
         metrics = datums_from_rows(result.rows, distribution_id, self.options.result_types, result.rejected_lines)
         file_lines = {
             # a file with no line (empty, header only) has no row of its own
@@ -297,6 +301,21 @@ class Job:
             f"-> {len(datums):,} datums in {len(requests)} request(s)"
         )
         self._start(batch, len(datums), now, report)
+
+    def _check_scan(self, result: QueryResult, files: Sequence[LogFile], report: RunReport) -> None:
+        """The pruning self-check: an engine that reads more than the named files prunes by "$path" less than
+        this job's cost model assumes (Trino compacts long IN lists into a range; Athena does not say)."""
+        if result.scanned_bytes is None:
+            return
+        named = sum(f.size for f in files)
+        ratio = scan_amplification(result.scanned_bytes, named, result.scan_floor_bytes)
+        report.scan_amplification = max(ratio, report.scan_amplification or 0.0)
+        if ratio > MAX_SCAN_AMPLIFICATION:
+            self.log(
+                f"WARNING query {result.query_id or '?'} scanned {result.scanned_bytes:,} bytes for {len(files)} "
+                f"file(s) of {named:,} bytes ({ratio:.2f}x): the engine read files the query did not name; lower "
+                "the files per query (docs/DEPLOY.md, ScanAmplification)"
+            )
 
     def _publish_unreadable(self, log_file: LogFile, reason: str, now: datetime, report: RunReport) -> None:
         self.log(f"UNREADABLE {log_file.uri}: {reason}")

@@ -24,10 +24,11 @@ DEFAULT_QUERY_TIMEOUT_SECONDS = 240.0
 
 
 class EngineKind(Enum):
-    """Where sql/ runs: embedded DuckDB (local folders, or S3 files downloaded first), or Athena."""
+    """Where sql/ runs: embedded DuckDB (local folders, or S3 files downloaded first), Athena, or one's own Trino."""
 
     DUCKDB = "duckdb"
     ATHENA = "athena"
+    TRINO = "trino"
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ class Settings:
     database: str = "cloudfront"
     athena_results: str | None = None
     query_timeout_seconds: float = DEFAULT_QUERY_TIMEOUT_SECONDS
+    trino_url: str | None = None
+    trino_catalog: str = "hive"
+    trino_schema: str | None = None  # over a local root: the engine's own schema
     in_flight_settle: timedelta = CLOUDWATCH_SETTLE
     dry_run: bool = False
     accept_changed_sql: bool = False
@@ -76,6 +80,16 @@ class Settings:
         if self.engine is EngineKind.ATHENA and not self.athena_results:
             raise ConfigError("the Athena engine needs an s3://bucket/prefix/ for its query results", "athena_results")
         parse_sink_spec(self.sink)
+        if self.engine is EngineKind.TRINO and not self.trino_url:
+            raise ConfigError(
+                "the Trino engine needs the URL of a Trino server, e.g. http://127.0.0.1:8080", "trino_url"
+            )
+        if self.engine is EngineKind.TRINO and self.logs.startswith("s3://") and not self.trino_schema:
+            raise ConfigError(
+                "the Trino engine over an s3:// root reads the table you created (cfmetrics sql --ddl --engine "
+                "trino): name its schema",
+                "trino_schema",
+            )
 
     @property
     def checks_timestamp_age(self) -> bool:
@@ -146,6 +160,8 @@ def build_sink(settings: Settings, clients: Clients, preview: bool = False) -> S
 
 def build_store_and_engine(settings: Settings, clients: Clients) -> tuple[LogStore, Engine]:
     """A local folder runs on DuckDB; an s3:// root on Athena, or on DuckDB over downloaded copies."""
+    if settings.engine is EngineKind.TRINO:
+        return _store(settings, clients), _trino(settings)
     if not settings.logs.startswith("s3://"):
         from job.adapters.local_store import LocalLogStore
 
@@ -168,6 +184,32 @@ def build_store_and_engine(settings: Settings, clients: Clients) -> tuple[LogSto
         timeout_seconds=settings.query_timeout_seconds,
     )
     return store, engine
+
+
+def _store(settings: Settings, clients: Clients) -> LogStore:
+    if not settings.logs.startswith("s3://"):
+        from job.adapters.local_store import LocalLogStore
+
+        return LocalLogStore(Path(settings.logs))
+    from job.adapters.s3_store import S3LogStore, split_s3_uri
+
+    bucket, prefix = split_s3_uri(settings.logs)
+    return S3LogStore(clients.client("s3"), bucket, prefix, settings.layout)
+
+
+def _trino(settings: Settings) -> Engine:
+    from job.adapters.trino_engine import TrinoEngine
+
+    assert settings.trino_url is not None
+    local = None if settings.logs.startswith("s3://") else Path(settings.logs)
+    return TrinoEngine(
+        url=settings.trino_url,
+        ddl=SqlFile.load(TABLE_DDL, settings.sql_dir),
+        catalog=settings.trino_catalog,
+        schema=settings.trino_schema,
+        local_root=local,
+        layout=settings.layout,
+    )
 
 
 def _duckdb(settings: Settings) -> Engine:

@@ -9,6 +9,7 @@ from typing import Any
 
 from job.core.errors import EngineError, UnreadableFileError
 from job.core.files import LogFile
+from job.core.limits import ATHENA_MIN_BYTES_PER_QUERY
 from job.ports import QueryResult, Row
 from job.query.sql_files import SqlFile
 from job.query.sql_values import SqlValue
@@ -85,7 +86,8 @@ class AthenaEngine:
         )
         frame = wr.athena.get_query_results(query_execution_id=str(query_id), boto3_session=self.boto3_session)
         records: list[Row] = frame.to_dict(orient="records")
-        return QueryResult(records)
+        scanned = self.stats[-1].data_scanned_bytes
+        return QueryResult(records, {}, scanned, ATHENA_MIN_BYTES_PER_QUERY, str(query_id))
 
     def _wait(self, query_id: str) -> dict[str, Any]:
         import awswrangler as wr

@@ -28,6 +28,7 @@ class Unit(Enum):
     MILLISECONDS = "Milliseconds"
     BYTES = "Bytes"
     SECONDS = "Seconds"
+    NONE = "None"
 
 
 class Grouping(Enum):
@@ -260,6 +261,14 @@ def datums_from_rows(
 
 
 HEALTH_DIMENSIONS = (("Job", "cloudfront-log-metrics"),)
+SCAN_AMPLIFICATION = "ScanAmplification"
+# Above this, a query read more than the files it named: "$path" pruning did not work (docs/DEPLOY.md).
+MAX_SCAN_AMPLIFICATION = 1.1
+
+
+def scan_amplification(scanned_bytes: int, named_bytes: int, floor_bytes: int = 0) -> float:
+    """Bytes the engine scanned per byte of the files the query named (at least the engine's billing floor)."""
+    return scanned_bytes / max(named_bytes, floor_bytes, 1)
 
 
 @dataclass(frozen=True)
@@ -271,6 +280,7 @@ class RunHealth:
     bytes_scanned: int
     errors: int
     oldest_hour_left: datetime | None = None  # the partition hour of the oldest file left for a later run
+    scan_amplification: float | None = None  # the largest of the run's queries, where the engine reports scans
 
 
 def health_datums(health: RunHealth, now: datetime) -> list[Datum]:
@@ -286,4 +296,6 @@ def health_datums(health: RunHealth, now: datetime) -> list[Datum]:
         ("LagSeconds", lag, Unit.SECONDS),
         ("Errors", float(health.errors), Unit.COUNT),
     ]
+    if health.scan_amplification is not None:
+        figures.append((SCAN_AMPLIFICATION, round(health.scan_amplification, 3), Unit.NONE))
     return [Datum(name, HEALTH_DIMENSIONS, minute, unit, value=value) for name, value, unit in figures]

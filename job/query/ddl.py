@@ -184,3 +184,67 @@ def view_sql(view: SqlFile, table: V2Table) -> str:
     translated.set("properties", exp.Properties(expressions=[exp.TemporaryProperty()]))
     sql: str = translated.sql(dialect="duckdb")
     return sql
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The same table for Trino's Hive connector (which implements Athena's partition projection under other names)
+
+_TRINO_COLUMN_PROJECTION = {  # Athena 'projection.<column>.<key>' -> Trino column property
+    "type": "partition_projection_type",
+    "range": "partition_projection_range",
+    "digits": "partition_projection_digits",
+    "values": "partition_projection_values",
+    "format": "partition_projection_format",
+    "interval": "partition_projection_interval",
+    "interval.unit": "partition_projection_interval_unit",
+}
+_TRINO_LIST_PROPERTIES = frozenset({"range", "values"})
+_TRINO_NUMBER_PROPERTIES = frozenset({"digits", "interval"})
+
+
+def _trino_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _trino_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def trino_table_sql(spec: TableSpec, table: str, location: str, template: str) -> str:
+    """CREATE TABLE for Trino's Hive connector equal to the Athena DDL `spec`: the same columns (varchar), the
+    text format (TEXTFILE, its delimiter, its header lines) and the partition projection, with Trino's property
+    names; `table` is the qualified name, `location` and `template` the root and partition template in Trino's
+    scheme (s3://..., or local:///... for its local file system)."""
+    props = dict(spec.properties)
+    if props.get("projection.enabled", "false").lower() != "true":
+        raise SqlTemplateError(f"table {spec.name}: the Trino engine needs partition projection ('projection.enabled')")
+    columns = [f"  {_trino_ident(c)} varchar" for c in spec.columns]
+    for column in spec.partition_columns:
+        settings = []
+        for key, trino_key in _TRINO_COLUMN_PROJECTION.items():
+            value = props.get(f"projection.{column}.{key}")
+            if value is None:
+                continue
+            if key in _TRINO_LIST_PROPERTIES:
+                rendered = "ARRAY[" + ", ".join(_trino_literal(v.strip()) for v in value.split(",")) + "]"
+            elif key in _TRINO_NUMBER_PROPERTIES:
+                rendered = str(int(value))
+            else:
+                rendered = _trino_literal(value)
+            settings.append(f"{trino_key} = {rendered}")
+        if not settings:
+            raise SqlTemplateError(f"table {spec.name}: partition column {column} has no 'projection.{column}.type'")
+        columns.append(f"  {_trino_ident(column)} varchar WITH ({', '.join(settings)})")
+    separator = "U&'\\" + f"{ord(spec.delimiter):04x}" + "'"
+    partitions = ", ".join(_trino_literal(c) for c in spec.partition_columns)
+    return (
+        f"CREATE TABLE {table} (\n" + ",\n".join(columns) + "\n)\nWITH (\n"
+        f"  external_location = {_trino_literal(location)},\n"
+        "  format = 'TEXTFILE',\n"
+        f"  textfile_field_separator = {separator},\n"
+        f"  skip_header_line_count = {spec.header_lines},\n"
+        f"  partitioned_by = ARRAY[{partitions}],\n"
+        "  partition_projection_enabled = true,\n"
+        f"  partition_projection_location_template = {_trino_literal(template)}\n"
+        ")"
+    )
