@@ -148,7 +148,7 @@ try:
 except ImportError:
     where = None
 found = {}
-for name in ("duckdb", "rich", "moto", "matplotlib", "pytest"):
+for name in ("duckdb", "trino", "rich", "moto", "matplotlib", "pytest"):
     try:
         importlib.import_module(name)
         found[name] = True
@@ -178,7 +178,7 @@ def test_every_module_of_the_metrics_artifact_imports_in_lambda(lambda_python: P
     assert result["failed"] == {}
     assert set(result["imported"]) == shipped_modules(metrics_artifact)
     assert result["sqlglot"].startswith(str(metrics_artifact)), "sqlglot must come from the artifact"
-    assert result["found"] == dict.fromkeys(("duckdb", "rich", "moto", "matplotlib", "pytest"), False)
+    assert result["found"] == dict.fromkeys(("duckdb", "trino", "rich", "moto", "matplotlib", "pytest"), False)
 
 
 def test_every_module_of_the_mover_artifact_imports_in_lambda(lambda_python: Path, mover_artifact: Path) -> None:
