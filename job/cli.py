@@ -23,7 +23,7 @@ from job.core.validate import parse_result_types, validate_query_name, validate_
 from job.core.window import HourWindow, effective_window, parse_time
 from job.query.sql_files import DEFAULT_SQL_DIR, MINUTE_METRICS, TABLE_DDL, SqlFile, query_parameters
 from job.query.sql_values import Varchar
-from job.runner import Job
+from job.runner import DEFAULT_MAX_FILES_PER_QUERY, Job
 from job.wiring import DEFAULT_STATE, EngineKind, Settings, build_job
 
 # The CLI's name of each setting a ConfigError can name (core and wiring name settings neutrally).
@@ -31,7 +31,8 @@ FLAGS = {
     "namespace": "--namespace", "result_types": "--result-types", "location": "--location", "query": "--query",
     "from": "--from", "to": "--to", "distributions": "--distribution", "sink": "--sink", "engine": "--engine",
     "athena_results": "--athena-results", "threads": "--threads", "query_timeout": "--query-timeout",
-    "logs": "--logs", "state": "--state", "trino_url": "--trino-url", "trino_schema": "--trino-schema",
+    "logs": "--logs", "state": "--state", "files_per_query": "--files-per-query", "trino_url": "--trino-url",
+    "trino_schema": "--trino-schema",
 }  # fmt: skip
 
 
@@ -68,6 +69,7 @@ def settings_from_args(args: argparse.Namespace, now: datetime) -> Settings:
         database=args.database,
         athena_results=args.athena_results,
         query_timeout_seconds=args.query_timeout,
+        files_per_query=args.files_per_query,
         trino_url=args.trino_url,
         trino_catalog=args.trino_catalog,
         trino_schema=args.trino_schema,
@@ -259,6 +261,14 @@ def _job_options(parser: argparse.ArgumentParser, window_required: bool) -> None
     parser.add_argument("--database", default="cloudfront", help="Glue database of the log table (cloudfront)")
     parser.add_argument("--athena-results", metavar="S3URI", help="s3://bucket/prefix/ for Athena's query results")
     parser.add_argument("--query-timeout", type=float, default=240.0, help="seconds to wait for one Athena query")
+    parser.add_argument(
+        "--files-per-query",
+        type=int,
+        default=DEFAULT_MAX_FILES_PER_QUERY,
+        metavar="N",
+        help=f'at most N files per query (default {DEFAULT_MAX_FILES_PER_QUERY}: engines prune long "$path" lists '
+        "less well; see the ScanAmplification warning)",
+    )
 
 
 def _trino_options(parser: argparse.ArgumentParser) -> None:

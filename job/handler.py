@@ -19,6 +19,7 @@ from job.core.validate import parse_result_types, validate_namespace
 from job.core.window import HourWindow, floor_hour, parse_time
 from job.environment import Environment
 from job.query.sql_files import MINUTE_METRICS
+from job.runner import DEFAULT_MAX_FILES_PER_QUERY
 from job.wiring import EngineKind, Settings, build_job
 
 # Late files arrive up to 24 h after their hour (MAX_LOG_DELIVERY_DELAY); look back two hours more, so a file
@@ -28,7 +29,7 @@ DEFAULT_LOOKBACK = MAX_LOG_DELIVERY_DELAY + timedelta(hours=2)
 # The environment variable of each setting a ConfigError can name.
 VARIABLES = {
     "namespace": "NAMESPACE", "result_types": "RESULT_TYPES", "distributions": "DISTRIBUTIONS",
-    "scheduled_time": "the event's scheduled_time",
+    "scheduled_time": "the event's scheduled_time", "files_per_query": "FILES_PER_QUERY",
 }  # fmt: skip
 
 
@@ -48,6 +49,7 @@ class HandlerConfig:
     ledger_prefix: str
     lookback_hours: int
     query_timeout_seconds: float
+    files_per_query: int = DEFAULT_MAX_FILES_PER_QUERY
     result_types: frozenset[str] = DOCUMENTED_RESULT_TYPES
     # How the logs are written. On Athena the format lives in the Glue catalog (cloudfront_logs is the legacy table
     # or, for v2, the normalising view over cloudfront_logs_v2: docs/FORMATS.md); validated here all the same.
@@ -74,6 +76,7 @@ class HandlerConfig:
             ledger_prefix=read.prefix("LEDGER_PREFIX", "ledger/"),
             lookback_hours=int(read.positive("LOOKBACK_HOURS", str(lookback))),
             query_timeout_seconds=read.positive("QUERY_TIMEOUT_SECONDS", "240"),
+            files_per_query=int(read.positive("FILES_PER_QUERY", str(DEFAULT_MAX_FILES_PER_QUERY))),
             result_types=read.parsed("RESULT_TYPES", parse_result_types, ",".join(sorted(DOCUMENTED_RESULT_TYPES))),
             log_format=read.choice("LOG_FORMAT", LogFormat, LogFormat.LEGACY),
         )
@@ -95,6 +98,7 @@ class HandlerConfig:
             database=self.database,
             athena_results=f"s3://{self.results_bucket}/{self.results_prefix}",
             query_timeout_seconds=self.query_timeout_seconds,
+            files_per_query=self.files_per_query,
             owner=owner,
         )
 

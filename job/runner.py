@@ -30,7 +30,11 @@ from job.core.window import HourWindow
 from job.ports import Engine, Ledger, LogStore, QueryResult, Sink
 from job.query.sql_files import SqlFile, query_parameters
 
-DEFAULT_MAX_FILES_PER_QUERY = 1000
+# Trino compacts an IN list longer than its domain-compaction threshold (1,000 by default) into a min..max range,
+# and then reads every file in that range: measured, 1,500 named files of a partition of 3,000 read 2.0x their
+# bytes (bench/trino_pruning.py, docs/DEPLOY.md). Athena does not publish its value; half the default keeps a margin.
+DEFAULT_MAX_FILES_PER_QUERY = 500
+MAX_FILES_PER_QUERY = 10_000  # Athena's 262,144-byte query text holds about 2,500 S3 paths anyway
 # Partitions one query may make projection plan: a scheduled run's 26-hour look-back, plus one. (Athena stops at
 # "more than 1 million partitions in a single scan"; planning few also keeps planning fast.)
 MAX_PLANNED_PARTITIONS = 27

@@ -17,7 +17,7 @@ from job.core.validate import validate_namespace, validate_query_name
 from job.core.window import HourWindow
 from job.ports import Engine, Ledger, LogStore, Sink
 from job.query.sql_files import DEFAULT_SQL_DIR, MINUTE_METRICS, TABLE_DDL, SqlFile
-from job.runner import Job, RunOptions
+from job.runner import DEFAULT_MAX_FILES_PER_QUERY, MAX_FILES_PER_QUERY, Job, RunOptions
 
 DEFAULT_STATE = ".cfmetrics-state"
 DEFAULT_QUERY_TIMEOUT_SECONDS = 240.0
@@ -60,6 +60,7 @@ class Settings:
     trino_catalog: str = "hive"
     trino_schema: str | None = None  # over a local root: the engine's own schema
     in_flight_settle: timedelta = CLOUDWATCH_SETTLE
+    files_per_query: int = DEFAULT_MAX_FILES_PER_QUERY
     dry_run: bool = False
     accept_changed_sql: bool = False
     owner: str = "local"  # who holds the S3 ledger's lease: a request id, user@host
@@ -71,6 +72,10 @@ class Settings:
             validate_distribution_id(distribution_id)
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads {self.threads}: expected a positive number", "threads")
+        if not 1 <= self.files_per_query <= MAX_FILES_PER_QUERY:
+            raise ConfigError(
+                f"files per query {self.files_per_query}: expected 1 to {MAX_FILES_PER_QUERY:,}", "files_per_query"
+            )
         if self.query_timeout_seconds <= 0:
             raise ConfigError(
                 f"query timeout {self.query_timeout_seconds}: expected a positive number", "query_timeout"
@@ -250,6 +255,7 @@ def build_job(
         window=settings.window,
         distributions=settings.distributions,
         result_types=settings.result_types,
+        max_files_per_query=settings.files_per_query,
         dry_run=settings.dry_run,
         accept_changed_sql=settings.accept_changed_sql,
     )

@@ -57,6 +57,7 @@ HANDLER_ENV = {
     "LEDGER_PREFIX",
     "LOOKBACK_HOURS",
     "QUERY_TIMEOUT_SECONDS",
+    "FILES_PER_QUERY",
     "LOG_LEVEL",
 }
 BASE = {"LogBucketName": "my-logs", "LogPrefix": "cf/"}
