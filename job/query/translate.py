@@ -74,7 +74,7 @@ _SPECIFIER = re.compile(r"%(-?.)")
 # RE2 refuses look-around and back-references (the query fails, it never answers differently). A capturing
 # group that does not take part in a match is NULL on Trino and '' on DuckDB, so regexp_extract with a group
 # above 0 is proven only for a literal pattern without alternation or optional parts.
-_OPTIONAL_SYNTAX = ("|", "?", "*", "{")
+_OPTIONAL_SYNTAX = re.compile(r"[|?*]|\{0|\{,")
 
 
 def _names(tree: exp.Expr) -> set[str]:
@@ -120,9 +120,8 @@ def _problems(node: exp.Expr) -> str | None:
     name = _name(node)
     if name not in PROVEN_FUNCTIONS:
         return "no test proves its Athena-to-DuckDB translation"
-    if isinstance(node, exp.ApproxQuantile):
-        if node.args.get("weight") is not None or node.args.get("accuracy") is not None:
-            return "approx_percentile with a weight or accuracy argument is not proven"
+    if isinstance(node, exp.ApproxQuantile) and any(node.args.get(k) is not None for k in ("weight", "accuracy")):
+        return "approx_percentile with a weight or accuracy argument is not proven"
     # Trino casts a fractional double to an integer rounding half away from zero, DuckDB half to even; both
     # round() half away from zero, so a computed value must be round()ed before it is cast to an integer.
     if isinstance(node, exp.Cast):
@@ -154,7 +153,7 @@ def _problems(node: exp.Expr) -> str | None:
         if group is not None and not (isinstance(group, exp.Literal) and group.this == "0"):
             if not (isinstance(pattern, exp.Literal) and pattern.is_string):
                 return "regexp_extract with a group needs a literal pattern"
-            if any(c in pattern.this for c in _OPTIONAL_SYNTAX):
+            if _OPTIONAL_SYNTAX.search(pattern.this):
                 return (
                     "regexp_extract with a group and a pattern with alternation or optional parts is not proven "
                     "(a group that takes no part in the match is NULL on Trino, '' on DuckDB)"
@@ -187,9 +186,7 @@ def check_translatable(sql: str, where: str) -> None:
 def _duckdb(template: str, **parts: exp.Expr) -> exp.Expr:
     """A DuckDB expression from a template whose placeholders (:name) are replaced by the node's arguments."""
     tree = sqlglot.parse_one(template, read="duckdb")
-    return tree.transform(
-        lambda n: parts[n.name].copy() if isinstance(n, exp.Placeholder) and n.name in parts else n
-    )
+    return tree.transform(lambda n: parts[n.name].copy() if isinstance(n, exp.Placeholder) and n.name in parts else n)
 
 
 _SUBSTR_START = "CASE WHEN :start < 0 THEN length(:s) + :start + 1 ELSE :start END"
@@ -206,12 +203,6 @@ def _trino_semantics(node: exp.Expr) -> exp.Expr:
     if isinstance(node, exp.CountIf):
         return exp.Count(this=exp.If(this=node.this, true=exp.Literal.number(1)))
     # regexp_extract: NULL when the pattern does not match (DuckDB: '')
-    if isinstance(node, exp.RegexpLike | exp.RegexpExtract):
-        pattern = node.expression
-        if not (isinstance(pattern, exp.Literal) and pattern.is_string):
-            return "a regular expression that is not a string literal is not proven"
-        if "[:" in pattern.this:
-            return "POSIX classes ([[:alpha:]]) are Unicode on Trino, ASCII on DuckDB"
     if isinstance(node, exp.RegexpExtract):
         group = node.args.get("group") or exp.Literal.number(0)
         return _duckdb("CASE WHEN regexp_matches(:s, :p) THEN regexp_extract(:s, :p, :g) END",

@@ -121,7 +121,7 @@ class Engines:
         try:
             self.trino.execute(f"WITH t AS ({relation_sql}) {query}")
             return [tuple(r) for r in self.trino.fetchall()]
-        except Exception as exc:  # noqa: BLE001 - a failing query is an outcome to compare
+        except Exception as exc:  # a failing query is an outcome to compare
             return ERROR + str(exc)[:200]
 
     def on_duckdb(self, relation_sql: str, query: str) -> Outcome:
@@ -147,8 +147,12 @@ def compare(engines: Engines, case: Case) -> None:
     assert case.node in functions_used(query), f"{query!r} does not use {case.node}"
     # the data is the same on both engines
     data = "SELECT * FROM t ORDER BY i"
-    assert same(engines.on_trino(case.relation.values_sql(), data), engines.on_duckdb(case.relation.values_sql(), data))
-    trino, duck = engines.on_trino(case.relation.values_sql(), query), engines.on_duckdb(case.relation.values_sql(), query)
+    relation = case.relation.values_sql()
+    assert same(engines.on_trino(relation, data), engines.on_duckdb(relation, data))
+    trino, duck = (
+        engines.on_trino(case.relation.values_sql(), query),
+        engines.on_duckdb(case.relation.values_sql(), query),
+    )
     if not failed(trino) and not failed(duck):
         assert isinstance(trino, list) and isinstance(duck, list)
         differ = [(t, d) for t, d in zip(trino, duck, strict=False) if not same(t, d)]
