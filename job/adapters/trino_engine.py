@@ -17,9 +17,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from job.core.errors import ConfigError, EngineError, UnreadableFileError
-from job.core.files import Layout, LogFile
+from job.core.files import Layout, LogFile, LogFormat
 from job.ports import QueryResult, Row
-from job.query.ddl import LOG_RELATION, table_spec, trino_table_sql
+from job.query.ddl import LOG_RELATION, NORMALISING_VIEW, ddl_name, table_spec, trino_table_sql, trino_v2_statements
 from job.query.sql_files import SqlFile
 from job.query.sql_values import SqlValue, VarcharList
 
@@ -65,6 +65,7 @@ class TrinoEngine:
     schema: str | None = None  # None over a local root: the engine's own schema
     local_root: Path | None = None
     layout: Layout = Layout.PLAIN
+    log_format: LogFormat = LogFormat.LEGACY
     user: str = DEFAULT_USER
     connect: Callable[..., Any] | None = None  # trino.dbapi.connect, or a stand-in
     stats: list[TrinoQueryStats] = field(default_factory=list)
@@ -75,6 +76,8 @@ class TrinoEngine:
         split_trino_url(self.url)
         if self.local_root is not None and self.schema is None:
             self.schema = local_schema(self.local_root)
+            if self.log_format is not LogFormat.LEGACY:  # a schema per format: a table and a view never clash
+                self.schema += f"_{self.log_format.value}"
         if self.schema is None:
             raise ConfigError("the Trino engine over an s3:// root needs the schema of the log table", "trino_schema")
 
@@ -103,16 +106,39 @@ class TrinoEngine:
             return
         root = self.local_root.resolve()
         location = f"{LOCAL_SCHEME}{root}/"
-        spec = table_spec(self.ddl, location, self.layout.athena_template(location))
+        template = self.layout.athena_template(location)
         table = f'"{self.catalog}"."{self.schema}"."{LOG_RELATION}"'
         cursor = self._cursor()
         try:
             self._execute(cursor, f'CREATE SCHEMA IF NOT EXISTS "{self.catalog}"."{self.schema}"')
-            self._execute(cursor, f"DROP TABLE IF EXISTS {table}")
-            self._execute(cursor, trino_table_sql(spec, table, location, self.layout.athena_template(location)))
+            if self.log_format is LogFormat.LEGACY:
+                self._execute(cursor, f"DROP TABLE IF EXISTS {table}")
+                self._execute(
+                    cursor, trino_table_sql(table_spec(self.ddl, location, template), table, location, template)
+                )
+            else:
+                for statement in self.v2_statements(location, template):
+                    self._execute(cursor, statement)
         except Exception as exc:
             raise EngineError(f"Trino at {self.url}: cannot create {table} over {root} ({exc})") from exc
         self._ready = True
+
+    def v2_statements(self, location: str, template: str) -> list[str]:
+        """Drop and make anew the v2 table (and for JSON its key table and renaming view), then the normalising
+        view of sql/ as written: it runs unchanged on Trino, in this engine's schema."""
+        sql_dir = self.ddl.path.parent
+        v2 = SqlFile.load(ddl_name(self.log_format), sql_dir)
+        schema = f'"{self.catalog}"."{self.schema}"'
+        made = trino_v2_statements(v2, self.log_format, schema, location, template)
+        drops = [f'DROP VIEW IF EXISTS {schema}."{LOG_RELATION}"']
+        for statement in reversed(made):
+            kind, name = (
+                ("VIEW", statement.split()[2])
+                if statement.startswith("CREATE VIEW")
+                else ("TABLE", statement.split()[2])
+            )
+            drops.append(f"DROP {kind} IF EXISTS {name}")
+        return [*drops, *made, SqlFile.load(NORMALISING_VIEW, sql_dir).render_literal({})]
 
     def path_of(self, log_file: LogFile) -> str:
         """The file's `"$path"` as Trino reports it."""
