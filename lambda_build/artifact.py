@@ -27,7 +27,10 @@ PACKAGE = "job"
 PROVIDED = frozenset({"boto3", "botocore", "awswrangler", "pandas", "pyarrow", "numpy", "s3transfer", "dateutil"})
 # Imported only inside the functions that use them, by modules a handler reaches but whose code it never runs:
 # the artifact ships without them, and a call would fail with ModuleNotFoundError.
-LAZY_OPTIONAL = {"duckdb": "the DuckDB engine, which wiring builds only for EngineKind.DUCKDB; the handler runs Athena"}
+LAZY_OPTIONAL = {
+    "duckdb": "the DuckDB engine, which wiring builds only for EngineKind.DUCKDB; the handler runs Athena",
+    "trino": "the Trino client, which the Trino engine imports only for EngineKind.TRINO; the handler runs Athena",
+}
 # Stubs only, imported under TYPE_CHECKING or for annotations.
 TYPING_ONLY = frozenset({"mypy_boto3_s3", "mypy_boto3_cloudwatch", "mypy_boto3_athena"})
 

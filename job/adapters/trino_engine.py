@@ -19,7 +19,15 @@ from urllib.parse import urlsplit
 from job.core.errors import ConfigError, EngineError, UnreadableFileError
 from job.core.files import Layout, LogFile, LogFormat
 from job.ports import QueryResult, Row
-from job.query.ddl import LOG_RELATION, NORMALISING_VIEW, ddl_name, table_spec, trino_table_sql, trino_v2_statements
+from job.query.ddl import (
+    LOG_RELATION,
+    NORMALISING_VIEW,
+    column_name,
+    ddl_name,
+    table_spec,
+    trino_table_sql,
+    trino_v2_statements,
+)
 from job.query.sql_files import SqlFile
 from job.query.sql_values import SqlValue, VarcharList
 
@@ -140,6 +148,35 @@ class TrinoEngine:
             drops.append(f"DROP {kind} IF EXISTS {name}")
         return [*drops, *made, SqlFile.load(NORMALISING_VIEW, sql_dir).render_literal({})]
 
+    def check_w3c_fields(self, files: Sequence[LogFile]) -> None:
+        """Trino reads w3c/plain by position, in the column order of sql/cloudfront_logs_v2_w3c_table.sql; a
+        local file whose '#Fields' header says another order would be read wrongly: refuse it by name."""
+        if self.log_format is not LogFormat.W3C or self.local_root is None:
+            return
+        import gzip
+
+        expected = table_spec(SqlFile.load(ddl_name(LogFormat.W3C), self.ddl.path.parent)).columns
+        for log_file in files:
+            if log_file.uri.startswith("s3://"):
+                continue
+            try:
+                with gzip.open(log_file.uri, "rt", encoding="utf-8", errors="replace") as text:
+                    head = [text.readline() for _ in range(2)]
+            except (OSError, EOFError):
+                continue  # an unreadable file is reported by the query
+            fields = next((h.split()[1:] for h in head if h.startswith("#Fields:")), None)
+            if fields is None:
+                continue  # a plain file without header: its order is the DDL's by assumption
+            named = tuple(column_name(f) for f in fields)
+            if named != expected[: len(named)]:
+                raise ConfigError(
+                    f"{log_file.uri}: its '#Fields' header gives the order {' '.join(fields)}; the Trino engine reads "
+                    "w3c/plain by position in the column order of sql/cloudfront_logs_v2_w3c_table.sql, which "
+                    "differs (edit the DDL to the delivery's field order, or use --engine duckdb, which reads each "
+                    "file's header; docs/FORMATS.md)",
+                    "log_format",
+                )
+
     def path_of(self, log_file: LogFile) -> str:
         """The file's `"$path"` as Trino reports it."""
         if self.local_root is not None and not log_file.uri.startswith("s3://"):
@@ -150,6 +187,7 @@ class TrinoEngine:
         if not files:
             return QueryResult([])
         self.ensure_table()
+        self.check_w3c_fields(files)
         uri_of = {self.path_of(f): f.uri for f in files}
         named = dict(params)
         if isinstance(named.get("files"), VarcharList):

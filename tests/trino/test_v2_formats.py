@@ -90,3 +90,19 @@ def test_v2_minute_metrics_on_trino_equal_duckdb(
     root = tmp_path / "logs"
     generate_v2(root, log_format, ["E1V2", "E2V2"], FIRST, hours=3, lines_per_hour=200, seed=95, layout=layout)
     assert compare(root, log_format, layout, trino_url) > 300
+
+
+def test_w3c_files_in_another_field_order_are_refused_by_name(trino_url: str, tmp_path: Path) -> None:
+    import random
+
+    from job.core.errors import ConfigError
+    from job.demo.sample_logs import V2_FIELDS, write_v2_log_file
+
+    root = tmp_path / "logs"
+    swapped = [V2_FIELDS[1], V2_FIELDS[0], *V2_FIELDS[2:]]
+    sample = write_v2_log_file(root, "E3V2", FIRST, 5, random.Random(3), LogFormat.W3C, fields=swapped)
+    files = list(LocalLogStore(root).list(None).files)
+    trino = TrinoEngine(url=trino_url, ddl=SqlFile.load(TABLE_DDL), local_root=root, log_format=LogFormat.W3C)
+    params = query_parameters("E3V2", [f.hour for f in files], [f.uri for f in files])
+    with pytest.raises(ConfigError, match=rf"{sample.path.name}: its '#Fields' header gives the order"):
+        trino.query(SqlFile.load(MINUTE_METRICS), params, files)
