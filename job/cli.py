@@ -174,13 +174,18 @@ def cmd_sql(args: argparse.Namespace) -> int:
         location = validate_s3_location(args.location)
         template = Layout(args.layout).athena_template(location)
         if args.engine == EngineKind.TRINO.value:
-            if log_format is not LogFormat.LEGACY:
-                raise ConfigError("the Trino engine reads the legacy format only so far (docs/FORMATS.md)", "engine")
-            from job.query.ddl import LOG_RELATION, table_spec, trino_table_sql
+            from job.query.ddl import LOG_RELATION, table_spec, trino_table_sql, trino_v2_statements
 
             schema = args.trino_schema or "cloudfront"
-            table = f'"{args.trino_catalog}"."{schema}"."{LOG_RELATION}"'
-            print(trino_table_sql(table_spec(ddl, location, template), table, location, template))
+            if log_format is LogFormat.LEGACY:
+                table = f'"{args.trino_catalog}"."{schema}"."{LOG_RELATION}"'
+                print(trino_table_sql(table_spec(ddl, location, template), table, location, template))
+                return 0
+            # the v2 table (for JSON: its key table and renaming view), then the view of sql/ as written, run
+            # in a session whose catalog and schema are these
+            qualified = f'"{args.trino_catalog}"."{schema}"'
+            statements = trino_v2_statements(ddl, log_format, qualified, location, template)
+            print(";\n\n".join([*statements, SqlFile.load(NORMALISING_VIEW, sql_dir).render_literal({})]))
             return 0
         given = {"location": Varchar(location), "location_template": Varchar(template)}
         print(ddl.render_literal({name: value for name, value in given.items() if name in ddl.parameters}))

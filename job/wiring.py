@@ -214,6 +214,7 @@ def _trino(settings: Settings) -> Engine:
         schema=settings.trino_schema,
         local_root=local,
         layout=settings.layout,
+        log_format=settings.log_format,
     )
 
 

@@ -17,9 +17,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from job.core.errors import ConfigError, EngineError, UnreadableFileError
-from job.core.files import Layout, LogFile
+from job.core.files import Layout, LogFile, LogFormat
 from job.ports import QueryResult, Row
-from job.query.ddl import LOG_RELATION, table_spec, trino_table_sql
+from job.query.ddl import (
+    LOG_RELATION,
+    NORMALISING_VIEW,
+    column_name,
+    ddl_name,
+    table_spec,
+    trino_table_sql,
+    trino_v2_statements,
+)
 from job.query.sql_files import SqlFile
 from job.query.sql_values import SqlValue, VarcharList
 
@@ -65,6 +73,7 @@ class TrinoEngine:
     schema: str | None = None  # None over a local root: the engine's own schema
     local_root: Path | None = None
     layout: Layout = Layout.PLAIN
+    log_format: LogFormat = LogFormat.LEGACY
     user: str = DEFAULT_USER
     connect: Callable[..., Any] | None = None  # trino.dbapi.connect, or a stand-in
     stats: list[TrinoQueryStats] = field(default_factory=list)
@@ -75,6 +84,8 @@ class TrinoEngine:
         split_trino_url(self.url)
         if self.local_root is not None and self.schema is None:
             self.schema = local_schema(self.local_root)
+            if self.log_format is not LogFormat.LEGACY:  # a schema per format: a table and a view never clash
+                self.schema += f"_{self.log_format.value}"
         if self.schema is None:
             raise ConfigError("the Trino engine over an s3:// root needs the schema of the log table", "trino_schema")
 
@@ -103,16 +114,68 @@ class TrinoEngine:
             return
         root = self.local_root.resolve()
         location = f"{LOCAL_SCHEME}{root}/"
-        spec = table_spec(self.ddl, location, self.layout.athena_template(location))
+        template = self.layout.athena_template(location)
         table = f'"{self.catalog}"."{self.schema}"."{LOG_RELATION}"'
         cursor = self._cursor()
         try:
             self._execute(cursor, f'CREATE SCHEMA IF NOT EXISTS "{self.catalog}"."{self.schema}"')
-            self._execute(cursor, f"DROP TABLE IF EXISTS {table}")
-            self._execute(cursor, trino_table_sql(spec, table, location, self.layout.athena_template(location)))
+            if self.log_format is LogFormat.LEGACY:
+                self._execute(cursor, f"DROP TABLE IF EXISTS {table}")
+                self._execute(
+                    cursor, trino_table_sql(table_spec(self.ddl, location, template), table, location, template)
+                )
+            else:
+                for statement in self.v2_statements(location, template):
+                    self._execute(cursor, statement)
         except Exception as exc:
             raise EngineError(f"Trino at {self.url}: cannot create {table} over {root} ({exc})") from exc
         self._ready = True
+
+    def v2_statements(self, location: str, template: str) -> list[str]:
+        """Drop and make anew the v2 table (and for JSON its key table and renaming view), then the normalising
+        view of sql/ as written: it runs unchanged on Trino, in this engine's schema."""
+        sql_dir = self.ddl.path.parent
+        v2 = SqlFile.load(ddl_name(self.log_format), sql_dir)
+        schema = f'"{self.catalog}"."{self.schema}"'
+        made = trino_v2_statements(v2, self.log_format, schema, location, template)
+        drops = [f'DROP VIEW IF EXISTS {schema}."{LOG_RELATION}"']
+        for statement in reversed(made):
+            kind, name = (
+                ("VIEW", statement.split()[2])
+                if statement.startswith("CREATE VIEW")
+                else ("TABLE", statement.split()[2])
+            )
+            drops.append(f"DROP {kind} IF EXISTS {name}")
+        return [*drops, *made, SqlFile.load(NORMALISING_VIEW, sql_dir).render_literal({})]
+
+    def check_w3c_fields(self, files: Sequence[LogFile]) -> None:
+        """Trino reads w3c/plain by position, in the column order of sql/cloudfront_logs_v2_w3c_table.sql; a
+        local file whose '#Fields' header says another order would be read wrongly: refuse it by name."""
+        if self.log_format is not LogFormat.W3C or self.local_root is None:
+            return
+        import gzip
+
+        expected = table_spec(SqlFile.load(ddl_name(LogFormat.W3C), self.ddl.path.parent)).columns
+        for log_file in files:
+            if log_file.uri.startswith("s3://"):
+                continue
+            try:
+                with gzip.open(log_file.uri, "rt", encoding="utf-8", errors="replace") as text:
+                    head = [text.readline() for _ in range(2)]
+            except (OSError, EOFError):
+                continue  # an unreadable file is reported by the query
+            fields = next((h.split()[1:] for h in head if h.startswith("#Fields:")), None)
+            if fields is None:
+                continue  # a plain file without header: its order is the DDL's by assumption
+            named = tuple(column_name(f) for f in fields)
+            if named != expected[: len(named)]:
+                raise ConfigError(
+                    f"{log_file.uri}: its '#Fields' header gives the order {' '.join(fields)}; the Trino engine reads "
+                    "w3c/plain by position in the column order of sql/cloudfront_logs_v2_w3c_table.sql, which "
+                    "differs (edit the DDL to the delivery's field order, or use --engine duckdb, which reads each "
+                    "file's header; docs/FORMATS.md)",
+                    "log_format",
+                )
 
     def path_of(self, log_file: LogFile) -> str:
         """The file's `"$path"` as Trino reports it."""
@@ -124,6 +187,7 @@ class TrinoEngine:
         if not files:
             return QueryResult([])
         self.ensure_table()
+        self.check_w3c_fields(files)
         uri_of = {self.path_of(f): f.uri for f in files}
         named = dict(params)
         if isinstance(named.get("files"), VarcharList):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import sqlglot
@@ -210,7 +212,25 @@ def _trino_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def trino_table_sql(spec: TableSpec, table: str, location: str, template: str) -> str:
+class TrinoStorage(Enum):
+    """The Hive connector's storage format for a table of sql/."""
+
+    TEXTFILE = "TEXTFILE"  # the legacy table and the v2 w3c/plain table: delimited text, header lines skipped
+    PARQUET = "PARQUET"  # v2 Parquet: columns read by name
+    OPENX_JSON = "OPENX_JSON"  # v2 JSON: Trino's reader of the OpenX SerDe, keys matched to column names
+
+
+TRINO_JSON_TABLE = "cloudfront_logs_v2_keys"  # v2 JSON: the table whose columns are the JSON keys
+
+
+def trino_table_sql(
+    spec: TableSpec,
+    table: str,
+    location: str,
+    template: str,
+    storage: TrinoStorage = TrinoStorage.TEXTFILE,
+    column_names: Sequence[str] | None = None,
+) -> str:
     """CREATE TABLE for Trino's Hive connector equal to the Athena DDL `spec`: the same columns (varchar), the
     text format (TEXTFILE, its delimiter, its header lines) and the partition projection, with Trino's property
     names; `table` is the qualified name, `location` and `template` the root and partition template in Trino's
@@ -218,7 +238,8 @@ def trino_table_sql(spec: TableSpec, table: str, location: str, template: str) -
     props = dict(spec.properties)
     if props.get("projection.enabled", "false").lower() != "true":
         raise SqlTemplateError(f"table {spec.name}: the Trino engine needs partition projection ('projection.enabled')")
-    columns = [f"  {_trino_ident(c)} varchar" for c in spec.columns]
+    names = spec.columns if column_names is None else tuple(column_names)
+    columns = [f"  {_trino_ident(c)} varchar" for c in names]
     for column in spec.partition_columns:
         settings = []
         for key, trino_key in _TRINO_COLUMN_PROJECTION.items():
@@ -240,11 +261,42 @@ def trino_table_sql(spec: TableSpec, table: str, location: str, template: str) -
     return (
         f"CREATE TABLE {table} (\n" + ",\n".join(columns) + "\n)\nWITH (\n"
         f"  external_location = {_trino_literal(location)},\n"
-        "  format = 'TEXTFILE',\n"
-        f"  textfile_field_separator = {separator},\n"
-        f"  skip_header_line_count = {spec.header_lines},\n"
-        f"  partitioned_by = ARRAY[{partitions}],\n"
+        f"  format = '{storage.value}',\n"
+        + (
+            f"  textfile_field_separator = {separator},\n  skip_header_line_count = {spec.header_lines},\n"
+            if storage is TrinoStorage.TEXTFILE
+            else ""
+        )
+        + f"  partitioned_by = ARRAY[{partitions}],\n"
         "  partition_projection_enabled = true,\n"
         f"  partition_projection_location_template = {_trino_literal(template)}\n"
         ")"
     )
+
+
+def trino_v2_statements(ddl: SqlFile, log_format: LogFormat, schema: str, location: str, template: str) -> list[str]:
+    """The statements that make a v2 DDL of sql/ on Trino's Hive connector, in `schema` ("catalog"."schema"):
+    w3c/plain as TEXTFILE and Parquet as PARQUET, both under the DDL's own table name; JSON as an OPENX_JSON
+    table whose columns are the JSON keys (Trino takes no 'mapping.' properties) and, under the DDL's table name,
+    a view that renames each key to its column and passes "$path" on. The normalising view of sql/ then runs
+    unchanged over it (in a session whose schema is `schema`)."""
+    spec = table_spec(ddl, location, template)
+    if log_format is LogFormat.W3C:
+        return [trino_table_sql(spec, f"{schema}.{_trino_ident(spec.name)}", location, template)]
+    if log_format is LogFormat.PARQUET:
+        table = f"{schema}.{_trino_ident(spec.name)}"
+        return [trino_table_sql(spec, table, location, template, TrinoStorage.PARQUET)]
+    if log_format is not LogFormat.JSON:
+        raise SqlTemplateError(f"{ddl.path}: no v2 table for {log_format.value}")
+    v2 = v2_table(ddl, log_format)
+    keys = [k.lower() for k in v2.keys]  # Trino's reader matches keys case-insensitively, as lower-case names
+    clash = [k for k in set(keys) if keys.count(k) > 1]
+    if clash:
+        raise SqlTemplateError(
+            f"{ddl.path}: JSON keys {sorted(clash)} differ only in case; Trino cannot tell them apart"
+        )
+    raw = f"{schema}.{_trino_ident(TRINO_JSON_TABLE)}"
+    renames = [f"  {_trino_ident(k)} AS {_trino_ident(c)}" for k, c in zip(keys, v2.columns, strict=True)]
+    renames += [f"  {_trino_ident(c)}" for c in v2.partition_columns] + ['  "$path" AS "$path"']
+    view = f"CREATE VIEW {schema}.{_trino_ident(v2.name)} AS SELECT\n" + ",\n".join(renames) + f"\nFROM {raw}"
+    return [trino_table_sql(spec, raw, location, template, TrinoStorage.OPENX_JSON, keys), view]
