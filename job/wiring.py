@@ -19,6 +19,7 @@ from job.core.validate import validate_namespace, validate_query_name
 from job.core.window import HourWindow
 from job.ports import Engine, Ledger, LogStore, Sink
 from job.query.sql_files import DEFAULT_SQL_DIR, MINUTE_METRICS, TABLE_DDL, SqlFile
+from job.query.translate import check_syntax
 from job.runner import Job, RunOptions
 
 DEFAULT_STATE = ".cfmetrics-state"
@@ -269,6 +270,7 @@ def build_job(
         check_locations(settings)
     clients = clients or Clients(settings.region, settings.endpoint_url, settings.s3_endpoint_url)
     query = SqlFile.load(settings.query, settings.sql_dir)
+    check_syntax(query.text, str(query.path))  # a typo stops the run before any query, naming file and line
     sink = build_sink(settings, clients, preview=preview or settings.dry_run)
     store, engine = build_store_and_engine(settings, clients)
     ledger = build_ledger(settings, clients, read_only=read_only)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 
 import sqlglot
 from sqlglot import exp
@@ -40,11 +41,40 @@ PROVEN_FUNCTIONS: frozenset[str] = frozenset(
 )
 
 
-def _parse(sql: str) -> exp.Expr:
+def describe_parse_error(exc: ParseError, where: str) -> str:
+    """sqlglot's error as plain text, `where` (the file), line and column first: its own message underlines the
+    culprit with terminal colour codes, which must reach no pipe or log."""
+    if not exc.errors:
+        return f"{where}: cannot parse as Athena SQL: {strip_ansi(str(exc))}"
+    first = exc.errors[0]
+    near = strip_ansi(f"{first.get('highlight') or ''}").strip()
+    return (
+        f"{where}, line {first.get('line')}, column {first.get('col')}: cannot parse as Athena SQL: "
+        f"{strip_ansi(str(first.get('description')))}" + (f" (near {near!r})" if near else "")
+    )
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+def check_syntax(sql: str, where: str) -> None:
+    """Raise SqlTemplateError naming the file, line and column if the text (its `:name` parameters included) is
+    not Athena SQL: checked before any query, against the file's own lines."""
+    try:
+        sqlglot.parse(sql, read="athena")
+    except ParseError as exc:
+        raise SqlTemplateError(describe_parse_error(exc, where)) from exc
+
+
+def _parse(sql: str, where: str = "query") -> exp.Expr:
     try:
         return sqlglot.parse_one(sql, read="athena")
     except ParseError as exc:
-        raise SqlTemplateError(f"cannot parse as Athena SQL: {exc}") from exc
+        raise SqlTemplateError(describe_parse_error(exc, where)) from exc
 
 
 def _names(tree: exp.Expr) -> set[str]:
@@ -97,6 +127,6 @@ def _trino_semantics(node: exp.Expr) -> exp.Expr:
 def to_duckdb(sql: str, where: str) -> str:
     """Translate one Athena statement to DuckDB's dialect: parsed once, and once per text (a run's queries of the
     same shape share one translation)."""
-    tree = _parse(sql)
+    tree = _parse(sql, where)
     _check(tree, where)
     return tree.transform(_trino_semantics).sql(dialect="duckdb")
