@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import re
 
 import sqlglot
 from sqlglot import exp
@@ -54,11 +53,19 @@ def describe_parse_error(exc: ParseError, where: str) -> str:
     )
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
 def strip_ansi(text: str) -> str:
-    return _ANSI.sub("", text)
+    """The text without terminal escape sequences (ESC [ digits/semicolons letter), as sqlglot underlines with."""
+    out, index = [], 0
+    while index < len(text):
+        if text.startswith("\x1b[", index):
+            index += 2
+            while index < len(text) and (text[index].isdigit() or text[index] == ";"):
+                index += 1
+            index += 1  # the final letter
+            continue
+        out.append(text[index])
+        index += 1
+    return "".join(out)
 
 
 def check_syntax(sql: str, where: str) -> None:
