@@ -278,3 +278,30 @@ def test_schedule_event_is_what_the_schedule_sends() -> None:
     assert set(event) == {"scheduled_time"}
     assert '{"scheduled_time": "<aws.scheduler.scheduled-time>"}' in (REPO / "template.yml").read_text()
     datetime.strptime(event["scheduled_time"], "%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_status_lists_files_changed_since_recorded(logs: Path, tmp_path: Path) -> None:
+    args = ["--logs", str(logs), "--sink", f"jsonl:{tmp_path / 'o.jsonl'}", "--state", str(tmp_path / "state")]
+    assert run_cli("run", *args).code == 0
+    changed = sorted(logs.rglob("*.gz"))[0]
+    before = changed.stat().st_size
+    changed.write_bytes(changed.read_bytes() + b"\0")
+    status = cfmetrics("status", *args)
+    assert status.returncode == 0, status.stderr
+    assert f"changed since recorded: {changed.resolve()} ({before:,} bytes then, {before + 1:,} now)" in status.stdout
+    assert "no ledger at" not in status.stdout
+
+
+@pytest.mark.parametrize(
+    ("age", "shown"),
+    [
+        (timedelta(days=3, hours=16, seconds=2.9), "3 d 16 h"),
+        (timedelta(hours=5, minutes=12, seconds=59), "5 h 12 min"),
+        (timedelta(minutes=4, seconds=30), "4 min 30 s"),
+        (timedelta(seconds=12.9), "12 s"),
+    ],
+)
+def test_ages_read_like_days_and_hours(age: timedelta, shown: str) -> None:
+    from job.core.status import format_age
+
+    assert format_age(age) == shown
