@@ -17,10 +17,11 @@ from job import __version__
 from job.adapters.local_store import LocalLogStore
 from job.adapters.sinks import CLOUDWATCH_SETTLE
 from job.core.errors import CfMetricsError, ConfigError, SqlChangedError
-from job.core.files import Layout, LogFormat, validate_distribution_id
+from job.core.files import Layout, LogFormat, describe_missing_files, validate_distribution_id
 from job.core.metrics import DEFAULT_NAMESPACE, DOCUMENTED_RESULT_TYPES
+from job.core.status import format_age
 from job.core.validate import parse_result_types, validate_query_name, validate_s3_location
-from job.core.window import HourWindow, effective_window, parse_time
+from job.core.window import HourWindow, effective_window, parse_end, parse_time
 from job.query.sql_files import DEFAULT_SQL_DIR, MINUTE_METRICS, TABLE_DDL, SqlFile, query_parameters
 from job.query.sql_values import Varchar
 from job.runner import DEFAULT_MAX_FILES_PER_QUERY, Job
@@ -32,12 +33,14 @@ FLAGS = {
     "from": "--from", "to": "--to", "distributions": "--distribution", "sink": "--sink", "engine": "--engine",
     "athena_results": "--athena-results", "threads": "--threads", "query_timeout": "--query-timeout",
     "logs": "--logs", "state": "--state", "files_per_query": "--files-per-query", "trino_url": "--trino-url",
-    "trino_schema": "--trino-schema",
+    "trino_schema": "--trino-schema", "endpoint_url": "--endpoint-url", "s3_endpoint_url": "--s3-endpoint-url",
 }  # fmt: skip
 
 
 def _time(setting: str, value: str | None) -> datetime | None:
-    return parse_time(value, setting) if value is not None else None
+    if value is None:
+        return None
+    return parse_end(value, setting) if setting == "to" else parse_time(value, setting)
 
 
 def _log(message: str) -> None:
@@ -85,48 +88,77 @@ def settings_from_args(args: argparse.Namespace, now: datetime) -> Settings:
 
 
 def _build_job(args: argparse.Namespace, now: datetime, **hooks: Any) -> Job:
-    """The Job of `run`, `backfill` and `status`: validated settings, then the one composition root."""
+    """The Job of `run`, `backfill` and `status`: validated settings, then the one composition root. A dry run
+    and `status` send nothing and write nothing (no state folder, no lock)."""
     settings = settings_from_args(args, now)
     preview = settings.dry_run or args.command == "status"
-    job = build_job(settings, preview=preview, log=_log, **hooks)
-    _log(f"state: {job.ledger}")
+    job = build_job(settings, preview=preview, read_only=preview, log=_log, **hooks)
+    if args.command != "status":
+        _log(f"state: {job.ledger}")
     return job
+
+
+# The signals that ask a run to stop: Ctrl-C, and what `kill`, systemd, docker stop and CI runners send.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextmanager
 def _stop_on_interrupt() -> Iterator[Callable[[], bool]]:
-    """The first Ctrl-C lets the batch being published finish, then stops; a second one stops at once."""
+    """The first Ctrl-C (or SIGTERM) stops the run between two PutMetricData requests: what was sent is recorded,
+    the rest of the batch is resumed by the next run. A second one stops at once."""
     stop = threading.Event()
 
     def handler(signum: int, frame: object) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        _log("stopping after the batch being published (Ctrl-C again to stop at once; the next run resumes)")
+        name = signal.Signals(signum).name
+        _log(f"{name}: stopping after the request being sent (again to stop at once; the next run resumes)")
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {number: signal.signal(number, handler) for number in STOP_SIGNALS}
     try:
         yield stop.is_set
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, before in previous.items():
+            signal.signal(number, before)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from job.progress import progress_reporter
 
     now = datetime.now(UTC)
-    if args.command == "backfill" and args.dry_run:
-        return _print_plan(_build_job(args, now).preview())
-    with _stop_on_interrupt() as should_stop, progress_reporter(not args.dry_run) as progress:
+    if args.dry_run:
+        return _dry_run(args, now)
+    with _stop_on_interrupt() as should_stop, progress_reporter(True) as progress:
         job = _build_job(args, now, should_stop=should_stop, on_plan=progress.on_plan, on_progress=progress.on_progress)
         report = job.run(now)
+    missing = _explain_no_files(job, report)
     if report.stopped_early:
-        _log(f"stopped: {len(report.files_left)} file(s) left for the next run")
-    _log(("dry run, nothing published: " if args.dry_run else "done: ") + report.summary())
-    return 130 if report.stopped_early else 0
+        _log(
+            f"stopped: {len(report.files_done)} of {report.files_new} new file(s) done, {len(report.files_left)} "
+            "left for the next run (what was sent is recorded; a batch stopped part-way is resumed first)"
+        )
+    _log("done: " + report.summary())
+    return 130 if report.stopped_early else (1 if missing else 0)
 
 
-def _print_plan(report: Any) -> int:
+def _dry_run(args: argparse.Namespace, now: datetime) -> int:
+    """`run --dry-run` and `backfill --dry-run` alike: the files that would be read, the datums that would be
+    published (DuckDB queries them locally; Athena is not queried, as that would bill), the Athena cost estimate;
+    nothing sent, nothing recorded."""
+    job = _build_job(args, now)
+    if job.engine.name == "duckdb":
+        report = plan = job.run(now)  # a dry run's report holds its plan (chunks) too
+    else:
+        report = plan = job.preview()
+        _log("dry run on Athena: not queried (a query bills); the datums are not known until a real run")
+    missing = _explain_no_files(job, plan)
+    _print_plan(plan)
+    _log("dry run, nothing published: " + report.summary())
+    return 1 if missing else 0
+
+
+def _print_plan(report: Any) -> None:
     files = [f for chunk in report.chunks for f in chunk]
     for log_file in files:
         print(f"{log_file.size:>12,}  {log_file.uri}")
@@ -136,7 +168,19 @@ def _print_plan(report: Any) -> int:
         f"in {len(report.chunks)} quer{'y' if len(report.chunks) == 1 else 'ies'}; on Athena that bills "
         f"{billed / 1e6:,.1f} MB (10 MB minimum per query), about ${usd:,.4f} at $5 per TB"
     )
-    return 0
+
+
+def _explain_no_files(job: Job, report: Any) -> bool:
+    """When a run lists no file: what the root holds instead. True when that is a mistake (no log file at all
+    under the root, or none of the distributions asked for): the run then exits non-zero."""
+    if report.files_listed:
+        return False
+    everything = job.store.list(None, ())
+    problem, message = describe_missing_files(
+        str(job.store), everything, job.options.distributions, str(job.options.window or "all partitions")
+    )
+    _log(("error: " if problem else "note: ") + message)
+    return problem
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -145,13 +189,31 @@ def cmd_status(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     job = _build_job(args, now)
     listing = job.store.list(job.options.window, job.options.distributions)
-    statuses = build_status(listing.files, job.ledger.file_records(job.target), now)
-    print(f"target: {job.target}")
+    records = job.ledger.file_records(job.target)
+    statuses = build_status(listing.files, records, now)
+    endpoint = args.endpoint_url or "the default endpoint of the region (AWS configuration chain)"
+    sink = f"CloudWatch at {endpoint}" if args.sink == "cloudwatch" else job.sink.key
+    print(f"ledger of: sink {sink}; namespace {job.target.namespace}; query {job.target.query}")
+    print(f"state: {job.ledger}" + (" (s3 ledger)" if str(job.ledger).startswith("s3://") else ""))
+    print(f"logs: {job.store} ({job.options.window or 'all partitions'})")
+    if getattr(job.ledger, "missing", False):
+        print(f"no ledger at {job.ledger}: nothing recorded yet (status creates none); every file listed is pending")
+    for pending in job.ledger.pending(job.target):
+        batch = pending.batch
+        flight = f", request {pending.in_flight + 1} in flight" if pending.in_flight is not None else ""
+        print(
+            f"pending batch {batch.id}: {len(batch.files)} file(s), {pending.sent}/{len(batch.requests)} "
+            f"request(s) sent{flight}; the next run resumes it"
+        )
+    sizes = {r.uri: r.size for r in records}
+    for log_file in listing.files:
+        if log_file.uri in sizes and sizes[log_file.uri] != log_file.size:
+            print(f"changed since recorded: {log_file.uri} ({sizes[log_file.uri]:,} bytes then, {log_file.size:,} now)")
     if not statuses:
         print("no log files and nothing recorded")
     for status in statuses:
         newest = f"{status.newest_processed_hour:%Y-%m-%dT%H}" if status.newest_processed_hour else "none"
-        age = f", oldest pending file {status.oldest_pending_age} old" if status.oldest_pending_age else ""
+        age = f", oldest pending file {format_age(status.oldest_pending_age)} old" if status.oldest_pending_age else ""
         print(f"\n{status.distribution_id}: newest processed partition {newest}, {status.files_pending} pending{age}")
         print(f"  {'hour (UTC)':<14} {'files done':>10} {'lines':>12} {'malformed':>10} {'pending':>8} {'bytes':>12}")
         for hour in status.hours:
@@ -195,7 +257,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     if not args.distribution or not args.start or not args.end:
         raise ConfigError("cfmetrics sql: --distribution, --from and --to are required (or --ddl)")
     distribution_id = validate_distribution_id(args.distribution)
-    start, end = parse_time(args.start, "from"), parse_time(args.end, "to")
+    start, end = parse_time(args.start, "from"), parse_end(args.end, "to")
     window = HourWindow.from_bounds(start, end)
     files = list(args.file or ())
     if args.logs:
@@ -221,14 +283,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _job_options(parser: argparse.ArgumentParser, window_required: bool) -> None:
     parser.add_argument("--logs", required=True, metavar="ROOT", help="log root, a folder or s3://bucket/prefix/")
-    first = "first partition hour, UTC (e.g. 2026-11-28T15)"
+    first = "first partition hour, UTC (e.g. 2026-11-28T15; a date alone starts at its hour 00)"
     parser.add_argument("--from", dest="start", metavar="T", required=window_required, help=first)
     parser.add_argument(
-        "--to", dest="end", metavar="T", required=window_required, help="last partition hour, inclusive"
-    )
+        "--to", dest="end", metavar="T", required=window_required,
+        help="last partition hour, UTC, inclusive (a date alone, e.g. 2026-11-28, means the whole day, to hour 23)",
+    )  # fmt: skip
     parser.add_argument("--distribution", action="append", metavar="ID", help="only this distribution (repeatable)")
     parser.add_argument("--sink", default="cloudwatch", help="'cloudwatch' (default) or 'jsonl:PATH'")
-    parser.add_argument("--endpoint-url", help="CloudWatch endpoint, e.g. a local moto server")
+    parser.add_argument("--endpoint-url", help="CloudWatch endpoint URL with its scheme, e.g. http://localhost:5055")
     parser.add_argument("--region", help="AWS region (default: the usual AWS configuration chain)")
     parser.add_argument("--namespace", default=DEFAULT_NAMESPACE, help=f"CloudWatch namespace ({DEFAULT_NAMESPACE})")
     parser.add_argument("--state", default=str(DEFAULT_STATE), help=f"ledger: a folder ({DEFAULT_STATE}) or s3://")
@@ -285,6 +348,12 @@ def _trino_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+DRY_RUN_HELP = (
+    "list the files that would be read, print the datums that would be published (the duckdb engine queries them "
+    "locally; Athena is not queried) and the Athena cost estimate; send nothing, record nothing"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cfmetrics", description="Turn CloudFront access logs into per-minute CloudWatch metrics, exactly once."
@@ -299,26 +368,26 @@ def build_parser() -> argparse.ArgumentParser:
         "query it, publish its per-minute metrics as additive deltas, record it.",
     )
     _job_options(run, window_required=False)
-    run.add_argument("--dry-run", action="store_true", help="query and print what would be published; record nothing")
+    run.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     run.set_defaults(func=cmd_run)
 
     backfill = commands.add_parser(
         "backfill",
         help="publish every file not yet published in a historical window",
         description="Process every file in the partitions overlapping --from..--to that the ledger has not "
-        "recorded. Idempotent: a second run publishes nothing. Ctrl-C stops after the batch being published.",
+        "recorded. Idempotent: a second run publishes nothing. Ctrl-C (or SIGTERM) stops after the request being "
+        "sent; the next run resumes.",
     )
     _job_options(backfill, window_required=True)
-    backfill.add_argument(
-        "--dry-run", action="store_true", help="list the files and bytes that would be scanned, with an Athena estimate"
-    )
+    backfill.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     backfill.set_defaults(func=cmd_run)
 
     status = commands.add_parser(
         "status",
-        help="files and lines processed per hour, files pending, lag",
-        description="Per distribution: files and lines processed per partition hour, the newest processed "
-        "partition, the files pending and the age of the oldest one.",
+        help="files and lines processed per hour, files pending, lag (writes nothing)",
+        description="Whose ledger it reads (sink, endpoint, namespace, query, state), then per distribution: files "
+        "and lines processed per partition hour, the newest processed partition, the files pending and the age of "
+        "the oldest one, pending batches, changed and unreadable files. Creates no state folder and takes no lock.",
     )
     _job_options(status, window_required=False)
     status.set_defaults(func=cmd_status)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -116,17 +117,114 @@ def run_window(now: datetime, lookback_hours: int) -> HourWindow:
     return HourWindow(floor_hour(now - timedelta(hours=lookback_hours)), floor_hour(now))
 
 
-def _log(**fields: Any) -> None:
-    print(json.dumps(fields, default=str), file=sys.stdout, flush=True)
+# --- logs -----------------------------------------------------------------------------------------------
+# One JSON object a line, with the keys AWS Lambda Powertools' Logger writes (level, location, message, timestamp,
+# service, cold_start, function_name, function_memory_size, function_arn, function_request_id, xray_trace_id), so
+# CloudWatch Logs Insights queries written for Powertools work here. The standard library does it in forty lines
+# and ships nothing: docs/DEPLOY.md ("Logs") says why Powertools is not vendored.
+SERVICE = "cfmetrics"
+LOG_LEVEL_VARIABLE = "LOG_LEVEL"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+DEFAULT_LOG_LEVEL = "INFO"
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What every log line of one invocation carries."""
+
+    request_id: str | None = None
+    function_name: str | None = None
+    function_arn: str | None = None
+    memory_mb: str | None = None
+    cold_start: bool = True
+
+    @classmethod
+    def of(cls, context: Any, cold_start: bool) -> Invocation:
+        return cls(
+            request_id=getattr(context, "aws_request_id", None),
+            function_name=getattr(context, "function_name", None),
+            function_arn=getattr(context, "invoked_function_arn", None),
+            memory_mb=getattr(context, "memory_limit_in_mb", None),
+            cold_start=cold_start,
+        )
+
+
+class JsonLines(logging.Formatter):
+    """A log record as one JSON line; `fields` given as extra={"fields": {...}} become keys of their own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.invocation = Invocation()
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created, UTC)
+        line: dict[str, Any] = {
+            "level": record.levelname,
+            "location": f"{record.funcName}:{record.lineno}",
+            "message": record.getMessage(),
+            "timestamp": f"{stamp:%Y-%m-%dT%H:%M:%S}.{stamp.microsecond // 1000:03d}Z",
+            "service": SERVICE,
+            "cold_start": self.invocation.cold_start,
+            "function_name": self.invocation.function_name,
+            "function_memory_size": self.invocation.memory_mb,
+            "function_arn": self.invocation.function_arn,
+            "function_request_id": self.invocation.request_id,
+        }
+        trace = os.environ.get("_X_AMZN_TRACE_ID")
+        if trace:
+            line["xray_trace_id"] = trace.split(";")[0].removeprefix("Root=")
+        line.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps({k: v for k, v in line.items() if v is not None}, default=str)
+
+
+_FORMATTER = JsonLines()
+logger = logging.getLogger("cfmetrics")
+logger.propagate = False  # the Lambda runtime's root handler would print each line a second time, as text
+
+
+class _Stdout(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to sys.stdout as it is at each line (Lambda's, or a test's capture), not as it was at import."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stdout
+        super().emit(record)
+
+
+_handler = _Stdout()
+_handler.setFormatter(_FORMATTER)
+logger.addHandler(_handler)
+_cold = [True]  # the first invocation of this execution environment
+
+
+def log_level(env: Mapping[str, str]) -> tuple[int, str | None]:
+    """LOG_LEVEL as a logging level, and a warning when it is not one of LOG_LEVELS (then INFO)."""
+    raw = env.get(LOG_LEVEL_VARIABLE, DEFAULT_LOG_LEVEL).strip().upper() or DEFAULT_LOG_LEVEL
+    if raw not in LOG_LEVELS:
+        expected = ", ".join(LOG_LEVELS)
+        return logging.INFO, f"environment variable {LOG_LEVEL_VARIABLE} {raw!r}: expected one of {expected}; INFO"
+    level: int = getattr(logging, raw)
+    return level, None
+
+
+def _log(message: str, level: int = logging.INFO, **fields: Any) -> None:
+    logger.log(level, message, extra={"fields": fields}, stacklevel=2)
 
 
 def lambda_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+    _FORMATTER.invocation = Invocation.of(context, _cold[0])
+    _cold[0] = False
+    level, warning = log_level(os.environ)
+    logger.setLevel(level)
+    if warning:
+        _log(warning, logging.WARNING)
     try:
         return _handle(event, context)
     except ConfigError as exc:
         variable = VARIABLES.get(exc.setting or "")
         message = f"{variable}: {exc}" if variable and not str(exc).startswith("environment variable") else str(exc)
-        _log(level="ERROR", message="configuration error", error=message)
+        _log("configuration error", logging.ERROR, error=message)
         raise ConfigError(message, exc.setting) from exc
 
 
@@ -143,18 +241,18 @@ def _handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         remaining = getattr(context, "get_remaining_time_in_millis", None)
         return remaining is not None and remaining() < margin_ms
 
-    job = build_job(settings, log=lambda m: _log(message=m), should_stop=should_stop)
+    job = build_job(settings, log=lambda m: _log(m), should_stop=should_stop)
     try:
         report = job.run(now)
     except LedgerBusy as busy:
-        _log(message="skipped: another run is in progress", detail=str(busy))
+        _log("skipped: another run is in progress", logging.WARNING, detail=str(busy))
         return {"status": "skipped", "reason": str(busy)}
     except Exception as exc:
-        _log(level="ERROR", message="run failed", error=f"{type(exc).__name__}: {exc}")
+        _log("run failed", logging.ERROR, error=f"{type(exc).__name__}: {exc}")
         try:
             job.sink.put(config.namespace, health_datums(RunHealth(0, 0, 0, errors=1), now))
         except Exception as also:  # CloudWatch may be what failed; the original error is the one to raise
-            _log(level="ERROR", message="could not publish the Errors metric", error=str(also))
+            _log("could not publish the Errors metric", logging.ERROR, error=str(also))
         raise
     stats = getattr(job.engine, "stats", [])
     scanned = sum(s.data_scanned_bytes for s in stats)
@@ -179,5 +277,5 @@ def _handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         ],
         "duration_s": round(time.monotonic() - started, 3),
     }
-    _log(message="run finished", **summary)
+    _log("run finished", **summary)
     return summary

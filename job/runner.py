@@ -242,6 +242,8 @@ class Job:
                 self.log("stopping early; the next run continues with the files left")
                 break
             self._process(chunk[0].distribution_id, chunk, now, report)
+            if report.stopped_early:  # stopped between two requests of this chunk's batch: it stays pending
+                break
             report.files_done.extend(chunk)
             self.on_progress(report, chunk)
         done = set(report.files_done)
@@ -356,6 +358,14 @@ class Job:
         # The journal marks a request in flight before it is sent and sent once it is accepted, so a crash
         # leaves at most one request whose fate is unknown.
         for index in range(start, len(batch.requests)):
+            if index > start and self.should_stop():
+                # Asked to stop (Ctrl-C, SIGTERM, the Lambda's deadline): the journal holds what was sent, and
+                # the next run resumes the batch with request index + 1.
+                report.stopped_early = True
+                self.log(
+                    f"batch {batch.id}: stopped after {index} of {len(batch.requests)} request(s), the rest next run"
+                )
+                return
             self.ledger.mark_in_flight(batch.id, index, self.clock())
             self.sink.put(batch.namespace, batch.requests[index])
             self.ledger.mark_sent(batch.id, index)

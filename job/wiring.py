@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -17,6 +19,7 @@ from job.core.validate import validate_namespace, validate_query_name
 from job.core.window import HourWindow
 from job.ports import Engine, Ledger, LogStore, Sink
 from job.query.sql_files import DEFAULT_SQL_DIR, MINUTE_METRICS, TABLE_DDL, SqlFile
+from job.query.translate import check_syntax
 from job.runner import DEFAULT_MAX_FILES_PER_QUERY, MAX_FILES_PER_QUERY, Job, RunOptions
 
 DEFAULT_STATE = ".cfmetrics-state"
@@ -95,6 +98,9 @@ class Settings:
                 "trino): name its schema",
                 "trino_schema",
             )
+        for setting, url in (("endpoint_url", self.endpoint_url), ("s3_endpoint_url", self.s3_endpoint_url)):
+            if url is not None:
+                validate_endpoint_url(url, setting)
 
     @property
     def checks_timestamp_age(self) -> bool:
@@ -109,6 +115,65 @@ class Settings:
             assert path is not None
             return f"jsonl:{path.resolve()}"
         return f"cloudwatch@{self.endpoint_url or 'default'}"
+
+
+_ENDPOINT = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(:\d{1,5})?(/[^\s]*)?$")
+
+
+def validate_endpoint_url(url: str, setting: str) -> str:
+    """An endpoint is a URL with its scheme: botocore takes 'localhost:5055' for a bad URL only when it is used."""
+    if not _ENDPOINT.fullmatch(url):
+        raise ConfigError(
+            f"endpoint {url!r}: expected a URL with its scheme, e.g. http://localhost:5055 or "
+            "https://monitoring.us-east-1.amazonaws.com",
+            setting,
+        )
+    return url
+
+
+def _writable_folder(path: Path, setting: str, what: str) -> None:
+    """`path` (a folder, maybe not there yet) can be created and written: its nearest existing ancestor is a
+    writable folder. Checked before any query, and without creating anything."""
+    probe = path.resolve()
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{what} {path}: {probe} is a file, not a folder; expected a folder it can write", setting)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {path}: the folder {probe} cannot be written; expected a writable folder", setting)
+
+
+def check_locations(settings: Settings) -> None:
+    """Every local path a run writes can be written (the jsonl file, the ledger folder), before any query."""
+    kind, path = parse_sink_spec(settings.sink)
+    if kind == "jsonl":
+        assert path is not None
+        if path.is_dir():
+            raise ConfigError(f"sink jsonl:{path}: is a folder; expected the path of a file", "sink")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise ConfigError(f"sink jsonl:{path}: the file cannot be written", "sink")
+        _writable_folder(path.parent, "sink", f"sink jsonl:{path}: folder")
+        if not settings.dry_run:  # the run writes it anyway: open it now, so a failure costs no query
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.open("a").close()
+            except OSError as exc:
+                raise ConfigError(f"sink jsonl:{path}: cannot be written ({exc.strerror}); expected a writable file "
+                                  "path", "sink") from exc  # fmt: skip
+    if not settings.state.startswith("s3://"):
+        state = Path(settings.state)
+        if state.exists() and not state.is_dir():
+            raise ConfigError(f"state {state}: is a file; expected a folder for the ledger, or s3://bucket/prefix/",
+                              "state")  # fmt: skip
+        _writable_folder(state, "state", "state")
+    if not settings.logs.startswith("s3://") and not Path(settings.logs).is_dir():
+        raise ConfigError(
+            f"log root {settings.logs}: no such folder; expected a folder of partitioned CloudFront log files "
+            "or s3://bucket/prefix/",
+            "logs",
+        )
 
 
 def parse_sink_spec(spec: str) -> tuple[str, Path | None]:
@@ -224,12 +289,13 @@ def _duckdb(settings: Settings) -> Engine:
     return DuckDBEngine(SqlFile.load(TABLE_DDL, settings.sql_dir), settings.threads, settings.log_format)
 
 
-def build_ledger(settings: Settings, clients: Clients) -> Ledger:
-    """SQLite in a local folder, or objects under s3:// written with conditional requests."""
+def build_ledger(settings: Settings, clients: Clients, read_only: bool = False) -> Ledger:
+    """SQLite in a local folder, or objects under s3:// written with conditional requests; `read_only` (status)
+    creates nothing (the S3 ledger writes only when a run locks or records)."""
     if not settings.state.startswith("s3://"):
         from job.adapters.sqlite_ledger import LocalLedger
 
-        return LocalLedger(Path(settings.state))
+        return LocalLedger(Path(settings.state), read_only=read_only)
     from job.adapters.s3_ledger import S3Ledger
     from job.adapters.s3_store import split_s3_uri
 
@@ -242,15 +308,20 @@ def build_job(
     *,
     preview: bool = False,
     clients: Clients | None = None,
+    read_only: bool = False,
     log: Callable[[str], None] = lambda message: None,
     **hooks: Any,
 ) -> Job:
-    """The Job of a run (or, with `preview`, of a dry run or `status`: nothing is sent)."""
+    """The Job of a run (or, with `preview`, of a dry run or `status`: nothing is sent; with `read_only`,
+    `status`, nothing is written either). Every location is checked before anything is built."""
+    if not read_only or settings.dry_run:  # a dry run rehearses the real one: its paths must work too
+        check_locations(settings)
     clients = clients or Clients(settings.region, settings.endpoint_url, settings.s3_endpoint_url)
     query = SqlFile.load(settings.query, settings.sql_dir)
+    check_syntax(query.text, str(query.path))  # a typo stops the run before any query, naming file and line
     sink = build_sink(settings, clients, preview=preview or settings.dry_run)
     store, engine = build_store_and_engine(settings, clients)
-    ledger = build_ledger(settings, clients)
+    ledger = build_ledger(settings, clients, read_only=read_only)
     options = RunOptions(
         namespace=settings.namespace,
         window=settings.window,

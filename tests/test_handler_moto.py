@@ -294,3 +294,70 @@ def test_handler_default_lookback_covers_cloudfronts_delivery_delay() -> None:
                                      "RESULTS_BUCKET": "r"})  # fmt: skip
     assert config.lookback_hours == DEFAULT_LOOKBACK.total_seconds() / 3600 == 26
     assert DEFAULT_LOOKBACK > MAX_LOG_DELIVERY_DELAY
+
+
+def _log_lines(text: str) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    for line in lines:  # what a Lambda user expects of every line
+        assert {"level", "timestamp", "message", "cold_start", "function_request_id", "service"} <= set(line), line
+        datetime.strptime(line["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    return lines
+
+
+def test_handler_logs_json_lines_with_level_request_id_and_one_summary(
+    aws: tuple[AthenaTwin, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, s3 = aws
+    now = datetime.now(UTC).replace(minute=5, second=0, microsecond=0)
+    root = tmp_path / "logs"
+    generate(root, ["E4HANDLER"], now.replace(minute=0) - timedelta(hours=2), hours=1, lines_per_hour=40)
+    paths = upload(s3, root)
+    event = json.loads((Path(__file__).parents[1] / "events" / "schedule.json").read_text())
+    event["scheduled_time"] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    capsys.readouterr()
+
+    monkeypatch.setenv("LOG_LEVEL", "INFO")
+    summary = lambda_handler(event, FakeContext())
+    lines = _log_lines(capsys.readouterr().out)
+    finished = [line for line in lines if line["message"] == "run finished"]
+    assert len(finished) == 1 and finished[0]["level"] == "INFO"
+    assert finished[0]["files_processed"] == summary["files_processed"] == len(paths)
+    assert {line["function_request_id"] for line in lines} == {"test-request"}
+    assert lines[-1] is finished[0]
+
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")  # honoured: the INFO lines, the summary included, are gone
+    assert lambda_handler(event, FakeContext())["files_new"] == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_handler_logs_an_error_line_and_warns_of_a_bad_log_level(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("LOG_BUCKET", raising=False)
+    monkeypatch.setenv("LOG_LEVEL", "LOUD")
+    capsys.readouterr()
+    with pytest.raises(ConfigError):
+        lambda_handler({}, FakeContext())
+    lines = _log_lines(capsys.readouterr().out)
+    assert [line["level"] for line in lines] == ["WARNING", "ERROR"]
+    assert "LOG_LEVEL 'LOUD': expected one of DEBUG, INFO, WARNING, ERROR" in lines[0]["message"]
+    assert "LOG_BUCKET" in lines[1]["error"]
+
+
+def test_handler_logs_cold_start_on_the_first_invocation_only() -> None:
+    """A fresh interpreter is a fresh execution environment: cold_start is true once, then false."""
+    import subprocess
+    import sys
+
+    script = (
+        "from job.handler import lambda_handler\n"
+        "class C: aws_request_id = 'r-1'\n"
+        "for _ in range(2):\n"
+        "    try: lambda_handler({}, C())\n"
+        "    except Exception: pass\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "LOG_LEVEL": "INFO"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,
+                          cwd=Path(__file__).parents[1])  # fmt: skip
+    lines = _log_lines(done.stdout)
+    assert [(line["cold_start"], line["function_request_id"]) for line in lines] == [(True, "r-1"), (False, "r-1")]

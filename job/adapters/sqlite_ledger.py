@@ -45,8 +45,23 @@ _ADDED_COLUMNS = (
 class LocalLedger:
     """SQLite in a local folder; every step is one transaction, and one run at a time holds the folder's lock."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, read_only: bool = False) -> None:
         self.folder = folder.resolve()
+        # read_only (`cfmetrics status`): nothing is created or written, no lock is taken; a ledger that is not
+        # there reads as an empty one held in memory (`missing`).
+        self.missing = read_only and not (self.folder / "ledger.sqlite3").is_file()
+        if read_only:
+            try:
+                if self.missing:
+                    self.db = sqlite3.connect(":memory:", isolation_level=None)
+                    self.db.executescript(_SCHEMA)
+                else:
+                    uri = (self.folder / "ledger.sqlite3").as_uri() + "?mode=ro"
+                    self.db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=60)
+                    self._check_readable()
+            except sqlite3.Error as exc:
+                raise LedgerError(f"--state {folder}: cannot read the ledger ({exc})") from exc
+            return
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.folder / "ledger.sqlite3", isolation_level=None, timeout=60)
@@ -57,6 +72,16 @@ class LocalLedger:
 
     def __str__(self) -> str:
         return str(self.folder)
+
+    def _check_readable(self) -> None:
+        """A ledger an older version wrote may lack later columns: reading it must not migrate it."""
+        for table, column, _ in _ADDED_COLUMNS:
+            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                raise LedgerError(
+                    f"--state {self.folder}: the ledger predates column {table}.{column}; run `cfmetrics run` once "
+                    "to upgrade it (status does not write)"
+                )
 
     def _migrate(self) -> None:
         """Add the columns later versions brought to a ledger an earlier version made."""

@@ -101,3 +101,41 @@ class Listing:
 
     files: tuple[LogFile, ...]
     unrecognised: tuple[str, ...]
+
+
+# The two layouts a log root may have, as a message shows them.
+LAYOUTS_EXPECTED = (
+    "<DistributionId>/yyyy/MM/dd/HH/<file> (e.g. E2EXAMPLE1ABCD/2026/11/28/15/E2EXAMPLE1ABCD.2026-11-28-15.a1b2.gz) "
+    "or the Hive-style DistributionId=<id>/year=yyyy/month=MM/day=dd/hour=HH/<file>; flat legacy files "
+    "(<prefix>/<DistributionId>.YYYY-MM-DD-HH.<unique>.gz) need moving into partitions first (docs/DEPLOY.md)"
+)
+SHOWN_ENTRIES = 5
+
+
+def describe_missing_files(
+    root: str, everything: Listing, distributions: tuple[str, ...], window: str
+) -> tuple[bool, str]:
+    """Why a run listed no file, from the listing of the whole root: (is it a mistake, the message). A mistake: the
+    root holds no log file at all, or none of the distributions asked for; otherwise only the window is empty."""
+    if not everything.files:
+        shown = ", ".join(everything.unrecognised[:SHOWN_ENTRIES])
+        more = len(everything.unrecognised) - SHOWN_ENTRIES
+        found = (
+            f"found {len(everything.unrecognised)} file(s) that fit no layout: {shown}"
+            + (f" and {more} more" if more > 0 else "")
+            if everything.unrecognised
+            else "the root is empty"
+        )
+        return True, f"no log file under {root}: {found}. Expected {LAYOUTS_EXPECTED}"
+    present = sorted({f.distribution_id for f in everything.files})
+    if distributions and not set(distributions) & set(present):
+        return True, (
+            f"no log file of distribution {', '.join(distributions)} under {root}; the root holds "
+            f"{', '.join(present[:SHOWN_ENTRIES])}" + (f" and {len(present) - SHOWN_ENTRIES} more" if len(present) >
+                                                        SHOWN_ENTRIES else "")
+        )  # fmt: skip
+    hours = [f.hour for f in everything.files]
+    return False, (
+        f"no log file in {window} under {root}; its {len(everything.files)} file(s) span "
+        f"{min(hours):%Y-%m-%dT%H}..{max(hours):%Y-%m-%dT%H} UTC (--from/--to choose the window)"
+    )

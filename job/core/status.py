@@ -63,3 +63,18 @@ def build_status(listed: Sequence[LogFile], records: Sequence[FileRecord], now: 
         newest = max(processed, default=None)
         result.append(DistributionStatus(distribution_id, hours, newest, len(pending), oldest, unreadable))
     return result
+
+
+def format_age(age: timedelta) -> str:
+    """An age or lag as people read it: '3 d 16 h', '5 h 12 min', '4 min 30 s', '12 s' (two units at most)."""
+    seconds = max(0, int(age.total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    if minutes:
+        return f"{minutes} min {secs} s"
+    return f"{secs} s"

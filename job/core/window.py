@@ -42,6 +42,17 @@ def parse_time(text: str, setting: str) -> datetime:
     raise ConfigError(f"{text!r} is not a valid date or time (check month, day and hour ranges)", setting)
 
 
+def is_date_only(text: str) -> bool:
+    """YYYY-MM-DD with no hour: as an end (--to) it means the whole day."""
+    return re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()) is not None
+
+
+def parse_end(text: str, setting: str) -> datetime:
+    """The last partition hour of a window: a date alone (2026-11-28) means its whole day, so its last hour, 23."""
+    moment = parse_time(text, setting)
+    return moment.replace(hour=23) if is_date_only(text) else moment
+
+
 @dataclass(frozen=True)
 class HourWindow:
     """An inclusive range of partition hours [first, last], both aware UTC datetimes on the hour."""

@@ -56,11 +56,48 @@ PROVEN_FUNCTIONS: frozenset[str] = frozenset(
 )
 
 
-def _parse(sql: str) -> exp.Expr:
+def describe_parse_error(exc: ParseError, where: str) -> str:
+    """sqlglot's error as plain text, `where` (the file), line and column first: its own message underlines the
+    culprit with terminal colour codes, which must reach no pipe or log."""
+    if not exc.errors:
+        return f"{where}: cannot parse as Athena SQL: {strip_ansi(str(exc))}"
+    first = exc.errors[0]
+    near = strip_ansi(f"{first.get('highlight') or ''}").strip()
+    return (
+        f"{where}, line {first.get('line')}, column {first.get('col')}: cannot parse as Athena SQL: "
+        f"{strip_ansi(str(first.get('description')))}" + (f" (near {near!r})" if near else "")
+    )
+
+
+def strip_ansi(text: str) -> str:
+    """The text without terminal escape sequences (ESC [ digits/semicolons letter), as sqlglot underlines with."""
+    out, index = [], 0
+    while index < len(text):
+        if text.startswith("\x1b[", index):
+            index += 2
+            while index < len(text) and (text[index].isdigit() or text[index] == ";"):
+                index += 1
+            index += 1  # the final letter
+            continue
+        out.append(text[index])
+        index += 1
+    return "".join(out)
+
+
+def check_syntax(sql: str, where: str) -> None:
+    """Raise SqlTemplateError naming the file, line and column if the text (its `:name` parameters included) is
+    not Athena SQL: checked before any query, against the file's own lines."""
+    try:
+        sqlglot.parse(sql, read="athena")
+    except ParseError as exc:
+        raise SqlTemplateError(describe_parse_error(exc, where)) from exc
+
+
+def _parse(sql: str, where: str = "query") -> exp.Expr:
     try:
         return sqlglot.parse_one(sql, read="athena")
     except ParseError as exc:
-        raise SqlTemplateError(f"cannot parse as Athena SQL: {exc}") from exc
+        raise SqlTemplateError(describe_parse_error(exc, where)) from exc
 
 
 # date_format specifiers whose translation a differential test proves (tests/trino/test_functions.py), in
@@ -180,7 +217,7 @@ def _check(tree: exp.Expr, where: str, text: str = "") -> None:
 def check_translatable(sql: str, where: str) -> None:
     """Raise UntranslatableSqlError if the statement uses a function no test proves; the message names the
     function, `where` (the file) and the line."""
-    _check(_parse(sql), where, sql)
+    _check(_parse(sql, where), where, sql)
 
 
 def _duckdb(template: str, **parts: exp.Expr) -> exp.Expr:
@@ -240,6 +277,6 @@ def _trino_semantics(node: exp.Expr) -> exp.Expr:
 def to_duckdb(sql: str, where: str) -> str:
     """Translate one Athena statement to DuckDB's dialect: parsed once, and once per text (a run's queries of the
     same shape share one translation)."""
-    tree = _parse(sql)
+    tree = _parse(sql, where)
     _check(tree, where, sql)
     return tree.transform(_trino_semantics).sql(dialect="duckdb")
