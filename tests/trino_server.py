@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 import uuid
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -399,7 +399,29 @@ def stop_process_group(pid: int, timeout_s: float = STOP_TIMEOUT_S) -> None:
         raise TrinoServerError(f"expected Trino process group {pid} to exit after SIGKILL; it is still alive")
 
 
-def _wait_ready(server: TrinoServer, timeout_s: float) -> None:
+PROBE_SCHEMA = "cfmetrics_probe"
+
+
+def _probe_catalog(server: TrinoServer, catalog: str) -> None:
+    """Read one file through the catalog, so a split is scheduled on a worker.
+
+    SELECT 1 and SHOW SCHEMAS run on the coordinator alone. For a few seconds after start-up the node manager can
+    list no active node for a catalog yet, and the first table scan then fails with NO_NODES_AVAILABLE
+    (trinodb/trino#2214); only a real scan proves the catalog is ready.
+    """
+    data = server.run_dir / "probe" / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "one.txt").write_text("1\n")
+    table = f"{catalog}.{PROBE_SCHEMA}.ready"
+    server.query(f"CREATE SCHEMA IF NOT EXISTS {catalog}.{PROBE_SCHEMA}")
+    server.query(f"DROP TABLE IF EXISTS {table}")
+    server.query(f"CREATE TABLE {table} (n integer) WITH (external_location = 'local://{data}', format = 'TEXTFILE')")
+    rows = server.query(f"SELECT count(*) FROM {table}")
+    if rows != [[1]]:
+        raise TrinoServerError(f"expected the probe table {table} to hold one row, got {rows!r}")
+
+
+def _wait_ready(server: TrinoServer, timeout_s: float, catalogs: Sequence[str] = ()) -> None:
     deadline = time.monotonic() + timeout_s
     last = "no answer yet"
     while time.monotonic() < deadline:
@@ -411,7 +433,8 @@ def _wait_ready(server: TrinoServer, timeout_s: float) -> None:
             info = _http_json(f"{server.url}/v1/info")
             if info.get("starting") is False:
                 server.query("SELECT 1")
-                server.query(f"SHOW SCHEMAS FROM {server.catalog}")
+                for catalog in catalogs:
+                    _probe_catalog(server, catalog)
                 return
             last = f"/v1/info says starting={info.get('starting')}"
         except (urllib.error.URLError, OSError, TrinoServerError, ValueError) as exc:
@@ -472,7 +495,7 @@ def start(
         log_file=log_file,
     )
     try:
-        _wait_ready(server, timeout_s)
+        _wait_ready(server, timeout_s, [catalog, *(extra_catalogs or {})])
     except BaseException:
         stop_process_group(proc.pid)
         raise
