@@ -200,10 +200,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"no ledger at {job.ledger}: nothing recorded yet (status creates none); every file listed is pending")
     for pending in job.ledger.pending(job.target):
         batch = pending.batch
-        flight = f", request {pending.in_flight + 1} in flight" if pending.in_flight is not None else ""
+        if pending.in_flight is not None:
+            since = f" since {pending.in_flight_at:%Y-%m-%d %H:%M:%S} UTC" if pending.in_flight_at else ""
+            waits = (
+                f"request {pending.in_flight + 1} in flight{since}, its answer lost: the next run reads its receipt "
+                "and sends it again only if it did not arrive"
+            )
+        else:
+            waits = f"the next run sends request(s) {pending.sent + 1}-{len(batch.requests)}"
         print(
             f"pending batch {batch.id}: {len(batch.files)} file(s), {pending.sent}/{len(batch.requests)} "
-            f"request(s) sent{flight}; the next run resumes it"
+            f"request(s) sent; waits for: {waits}"
         )
     sizes = {r.uri: r.size for r in records}
     for log_file in listing.files:

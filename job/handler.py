@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -236,6 +237,13 @@ def _handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     now = scheduled_time(event, datetime.now(UTC))
     settings = config.settings(run_window(now, config.lookback_hours), getattr(context, "aws_request_id", "local"))
     margin_ms = (config.query_timeout_seconds + 30) * 1000
+    remaining_at_start = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining_at_start is not None:
+        # The lease outlives this invocation by a margin, never the next scheduled one by 20 fixed minutes.
+        from job.adapters.s3_ledger import LEASE_MARGIN
+
+        lease = timedelta(milliseconds=remaining_at_start()) + LEASE_MARGIN
+        settings = dataclasses.replace(settings, lease=lease)
 
     def should_stop() -> bool:
         remaining = getattr(context, "get_remaining_time_in_millis", None)

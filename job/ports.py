@@ -63,6 +63,22 @@ class Ledger(Protocol):
 
     def mark_sent(self, batch_id: str, index: int) -> None: ...
 
+    def clear_in_flight(self, batch_id: str, index: int) -> None:
+        """The request marked in flight was certainly not taken (refused, or never sent): nothing is in doubt."""
+        ...
+
+    def identity(self) -> str:
+        """This ledger's id, made once and kept: the Ledger dimension of its publish receipts."""
+        ...
+
+    def metric_owners(self, sink_key: str, namespace: str) -> dict[str, str]:
+        """metric name -> the query (its name) that publishes it to this destination and namespace."""
+        ...
+
+    def claim_metrics(self, target: Target, metrics: Collection[str], at: datetime) -> None:
+        """Record the target's query as the owner of these metric names in its destination and namespace."""
+        ...
+
     def commit(self, batch_id: str, at: datetime) -> None:
         """Record the batch's files and close its journal; idempotent."""
         ...
@@ -93,6 +109,11 @@ class Sink(Protocol):
 
     def put(self, namespace: str, datums: Sequence[Datum]) -> None: ...
 
-    def sample_counts(self, namespace: str, keys: Collection[DatumKey]) -> dict[DatumKey, float] | None:
-        """SampleCount per key as the destination holds it now, or None if it cannot be read back."""
+    def maximum(self, namespace: str, key: DatumKey) -> float | None:
+        """The Maximum statistic of one key (metric, dimensions, minute) as the destination shows it now; None
+        when it shows no datapoint there. Raises PublishError when it cannot be read."""
+        ...
+
+    def receipt_ledgers(self, namespace: str) -> set[str]:
+        """The ids of every ledger whose publish receipts the namespace holds (job/core/receipts.py)."""
         ...

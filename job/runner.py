@@ -5,27 +5,38 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import groupby
 
 from job.core.batch import Batch, PendingBatch, Target
-from job.core.errors import InFlightUnknown, SqlChangedError, UnreadableFileError
+from job.core.errors import (
+    InFlightUnknown,
+    MetricOwnedError,
+    PublishAmbiguous,
+    PublishError,
+    PublishNotSent,
+    SqlChangedError,
+    UnreadableFileError,
+)
 from job.core.files import LogFile
 from job.core.limits import ATHENA_MIN_BYTES_PER_QUERY, ATHENA_USD_PER_TB, MAX_ATHENA_QUERY_BYTES, MAX_DATAPOINT_AGE
 from job.core.metrics import (
     DOCUMENTED_RESULT_TYPES,
+    MALFORMED_LINES,
     MAX_SCAN_AMPLIFICATION,
     UNREADABLE_FILES,
     Datum,
-    DatumKey,
     Unit,
     datums_from_rows,
     malformed_lines_datums,
+    published_metric_names,
     scan_amplification,
 )
-from job.core.packing import CLOUDWATCH_LIMITS, RequestLimits, check_datums, pack
+from job.core.packing import CLOUDWATCH_LIMITS, RequestLimits, check_datums, datum_wire_bytes, pack
+from job.core.receipts import Outcome, Reading, minute_of, next_attempt_time, receipt_datum
 from job.core.window import HourWindow
 from job.ports import Engine, Ledger, LogStore, QueryResult, Sink
 from job.query.sql_files import SqlFile, query_parameters
@@ -40,6 +51,14 @@ MAX_FILES_PER_QUERY = 10_000  # Athena's 262,144-byte query text holds about 2,5
 MAX_PLANNED_PARTITIONS = 27
 # About 2 M lines of gzip logs: DuckDB's exact percentiles hold every time-taken of a query in memory.
 DEFAULT_MAX_QUERY_DATA_BYTES = 128 * 1024 * 1024
+# A request whose answer is lost is resolved by its receipt and, if it did not arrive, sent again: at most this
+# many attempts in one run, then the run stops and the next one resolves it.
+MAX_ATTEMPTS_PER_REQUEST = 3
+# How often a run waiting for a receipt reads the destination again (CloudWatch shows recent data within ~2 min).
+RECEIPT_POLL_SECONDS = 15.0
+# Metrics every query publishes about its input: only the query that owns them publishes them, so a second query
+# over the same files (status_5xx.sql beside minute_metrics.sql) does not count the same bad lines twice.
+ACCOUNT_METRICS = frozenset({MALFORMED_LINES, UNREADABLE_FILES})
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,8 @@ class RunReport:
     files_done: list[LogFile] = field(default_factory=list)
     files_left: list[LogFile] = field(default_factory=list)
     stopped_early: bool = False
+    resolved_in_run: int = 0  # requests whose answer was lost, resolved by their receipt within the run
+    other_ledgers: tuple[str, ...] = ()  # other ledgers whose receipts the namespace holds: other deployments
 
     def athena_estimate(self) -> tuple[int, float]:
         """(bytes billed, USD) if every chunk ran as one Athena query over its gzip files."""
@@ -174,13 +195,17 @@ class Job:
         on_plan: Callable[[RunReport], None] = lambda report: None,
         on_progress: Callable[[RunReport, list[LogFile]], None] = lambda report, chunk: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.store, self.engine, self.ledger, self.sink, self.query = store, engine, ledger, sink, query
         self.options = options
         self.log = log
         self.should_stop = should_stop
-        self.on_plan, self.on_progress, self.clock = on_plan, on_progress, clock
+        self.on_plan, self.on_progress, self.clock, self.sleep = on_plan, on_progress, clock, sleep
         self.target = Target(query.name, sink.key, options.namespace)
+        self._ledger_id = ""
+        self._last_attempt: datetime | None = None
+        self._publishes_accounts = True
 
     def _batch_id(self, files: Sequence[LogFile]) -> str:
         return new_batch_id(files, self.clock())
@@ -188,12 +213,54 @@ class Job:
     def run(self, now: datetime) -> RunReport:
         report = RunReport(target=self.target)
         if self.options.dry_run:
+            self._check_owners(now, claim=False)
             return self._run(now, report)
         with self.ledger.lock():
-            for pending in self.ledger.pending(self.target):
-                self._resume(pending, now, report)
+            self._ledger_id = self.ledger.identity()
+            pending = self.ledger.pending(self.target)
+            for batch in pending:
+                if batch.in_flight_at is not None:
+                    self._last_attempt = max(self._last_attempt or batch.in_flight_at, batch.in_flight_at)
+            for batch in pending:
+                self._resume(batch, now, report)
             self._check_fingerprint(now)
+            self._check_owners(now, claim=True)
+            self._look_for_other_ledgers(report)
             return self._run(now, report)
+
+    def _check_owners(self, now: datetime, claim: bool) -> None:
+        """One owner per metric name and destination: a second query publishing a metric another query publishes
+        would count the same requests twice. Refused before anything is queried."""
+        owners = self.ledger.metric_owners(self.target.sink, self.target.namespace)
+        mine = published_metric_names(self.query.output_columns)
+        taken = sorted(m for m in mine - ACCOUNT_METRICS if owners.get(m, self.query.name) != self.query.name)
+        if taken:
+            other = owners[taken[0]]
+            raise MetricOwnedError(
+                f"{self.query.path} would publish {', '.join(taken)} to {self.target.sink} namespace "
+                f"{self.target.namespace!r}, which {self.query.path.parent / (other + '.sql')} already publishes "
+                "there: both would count the same requests. Either give this query another namespace, or rename "
+                "its columns so its metrics get names of their own (docs/RELIABILITY.md, 'One owner per metric')."
+            )
+        self._publishes_accounts = owners.get(MALFORMED_LINES, self.query.name) == self.query.name
+        if claim and not mine <= {m for m, q in owners.items() if q == self.query.name}:
+            self.ledger.claim_metrics(self.target, mine - set(owners), now)
+
+    def _look_for_other_ledgers(self, report: RunReport) -> None:
+        """Receipts of another ledger in this namespace mean another deployment publishes here: if it reads the
+        same logs, every line is counted twice. Nothing here can stop that; it is said loudly."""
+        try:
+            others = self.sink.receipt_ledgers(self.target.namespace) - {self._ledger_id}
+        except PublishError as exc:
+            self.log(f"could not look for other deployments in {self.target.namespace!r}: {exc}")
+            return
+        report.other_ledgers = tuple(sorted(others))
+        if others:
+            self.log(
+                f"WARNING namespace {self.target.namespace!r} holds publish receipts of {len(others)} other "
+                f"ledger(s) ({', '.join(sorted(others)[:3])}; this one is {self._ledger_id}): another deployment "
+                "publishes here. If it reads the same logs, every line is counted twice (docs/RELIABILITY.md)."
+            )
 
     def _check_fingerprint(self, now: datetime) -> None:
         published = self.ledger.fingerprint(self.target)
@@ -287,12 +354,14 @@ class Job:
             f.uri: (metrics.files[f.uri].lines, metrics.files[f.uri].malformed) if f.uri in metrics.files else (0, 0)
             for f in files
         }
-        datums = metrics.datums + malformed_lines_datums(distribution_id, files, file_lines)
+        datums = metrics.datums
+        if self._publishes_accounts:
+            datums += malformed_lines_datums(distribution_id, files, file_lines)
         check_datums(datums, now if self.sink.checks_timestamp_age else None)
         for raw in sorted(metrics.other_result_types - report.other_result_types):
             self.log(f"{distribution_id}: unknown x-edge-result-type {raw!r} published as ResultType=Other")
         report.other_result_types |= metrics.other_result_types
-        requests = pack(datums, self.options.request_limits)
+        requests = pack(datums, self._data_limits())
         batch = Batch(
             id=self._batch_id(files),
             target=self.target,
@@ -329,12 +398,13 @@ class Job:
         datum = Datum(
             UNREADABLE_FILES, (("DistributionId", log_file.distribution_id),), log_file.hour, Unit.COUNT, value=1.0
         )
-        datums = (datum,) if not self.sink.checks_timestamp_age or _in_range(datum, now) else ()
+        in_range = not self.sink.checks_timestamp_age or _in_range(datum, now)
+        datums = (datum,) if in_range and self._publishes_accounts else ()
         batch = Batch(
             id=self._batch_id([log_file]),
             target=self.target,
             files=(log_file,),
-            requests=tuple(pack(datums, self.options.request_limits)),
+            requests=tuple(pack(datums, self._data_limits())),
             lines=0,
             malformed_lines=0,
             unreadable={log_file.uri: reason[:2000]},
@@ -354,9 +424,20 @@ class Job:
         self.ledger.begin(batch)
         self._publish(batch, start=0, now=now, report=report)
 
+    def _data_limits(self) -> RequestLimits:
+        """What a request's datums may take: the request's limits less one datum for its receipt."""
+        limits = self.options.request_limits
+        receipt = datum_wire_bytes(receipt_datum("0" * 16, self.query.name, datetime(2000, 1, 1, tzinfo=UTC)))
+        return RequestLimits(max_datums=max(1, limits.max_datums - 1), max_bytes=limits.max_bytes - receipt - 16)
+
+    def _attempt_time(self) -> datetime:
+        at = next_attempt_time(self.clock(), self._last_attempt)
+        self._last_attempt = at
+        return at
+
     def _publish(self, batch: Batch, start: int, now: datetime, report: RunReport) -> None:
         # The journal marks a request in flight before it is sent and sent once it is accepted, so a crash
-        # leaves at most one request whose fate is unknown.
+        # leaves at most one request whose fate is unknown; its receipt tells it (job/core/receipts.py).
         for index in range(start, len(batch.requests)):
             if index > start and self.should_stop():
                 # Asked to stop (Ctrl-C, SIGTERM, the Lambda's deadline): the journal holds what was sent, and
@@ -366,11 +447,34 @@ class Job:
                     f"batch {batch.id}: stopped after {index} of {len(batch.requests)} request(s), the rest next run"
                 )
                 return
-            self.ledger.mark_in_flight(batch.id, index, self.clock())
-            self.sink.put(batch.namespace, batch.requests[index])
-            self.ledger.mark_sent(batch.id, index)
+            self._send(batch, index)
             report.requests += 1
         self.ledger.commit(batch.id, now)
+
+    def _send(self, batch: Batch, index: int) -> None:
+        """Send one request with its receipt until it is known to have arrived. An answer that was lost is
+        resolved by reading the receipt back within the run; a request certainly not taken is unmarked."""
+        for attempt in range(1, MAX_ATTEMPTS_PER_REQUEST + 1):
+            at = self._attempt_time()
+            self.ledger.mark_in_flight(batch.id, index, at)
+            receipt = receipt_datum(self._ledger_id, self.target.query, at)
+            try:
+                self.sink.put(batch.namespace, (*batch.requests[index], receipt))
+            except PublishNotSent:
+                self.ledger.clear_in_flight(batch.id, index)
+                raise
+            except PublishAmbiguous as exc:
+                where = f"batch {batch.id}, request {index + 1}/{len(batch.requests)}"
+                self.log(f"{where}: {exc}; reading its receipt back (attempt {attempt})")
+                if self._resolve(batch, index, at, may_wait=True):
+                    self.ledger.mark_sent(batch.id, index)
+                    return
+                if attempt == MAX_ATTEMPTS_PER_REQUEST:
+                    raise
+                self.log(f"{where}: its receipt shows it did not arrive; sending it again")
+                continue
+            self.ledger.mark_sent(batch.id, index)
+            return
 
     def _resume(self, pending: PendingBatch, now: datetime, report: RunReport) -> None:
         batch = pending.batch
@@ -380,7 +484,9 @@ class Job:
             return
         start = pending.sent
         if pending.in_flight is not None:
-            if self._arrived(pending):
+            if pending.in_flight_at is None:
+                raise InFlightUnknown(f"batch {batch.id}: request {pending.in_flight + 1} is in flight with no time")
+            if self._resolve(batch, pending.in_flight, pending.in_flight_at, may_wait=True):
                 self.log(f"batch {batch.id}: request {pending.in_flight + 1} had arrived before the run stopped")
                 self.ledger.mark_sent(batch.id, pending.in_flight)
                 start = pending.in_flight + 1
@@ -391,40 +497,32 @@ class Job:
         report.resumed_batches += 1
         self._publish(batch, start=start, now=now, report=report)
 
-    def _arrived(self, pending: PendingBatch) -> bool:
-        """Whether the request in flight when a run stopped reached the destination, read back from it.
-
-        The ledger knows what it published for each key (metric, dimensions, minute) before that request; the
-        destination holds that much if the request was lost, that much plus the request if it arrived. Anything
-        else (another writer, data not visible yet) is reported, never guessed.
-        """
-        batch, index = pending.batch, pending.in_flight
-        assert index is not None
-        request = batch.requests[index]
-        where = f"batch {batch.id}, request {index + 1}/{len(batch.requests)}"
-        if pending.in_flight_at is not None and self.clock() - pending.in_flight_at < self.sink.settle:
-            wait = pending.in_flight_at + self.sink.settle - self.clock()
-            raise InFlightUnknown(
-                f"{where} was in flight {(self.clock() - pending.in_flight_at).seconds} s ago; the destination may "
-                f"not show it yet. Run again in {wait.seconds + 1} s: the run then reads it back and decides."
-            )
-        keys = {d.key for d in request}
-        held = self.sink.sample_counts(batch.namespace, keys)
-        if held is None:
-            raise InFlightUnknown(f"{where}: the destination cannot be read back to tell if it arrived")
-        before = self.ledger.published_samples(batch.namespace, self.sink.key, keys)
-        added: dict[DatumKey, float] = dict.fromkeys(keys, 0.0)
-        for datum in request:
-            added[datum.key] += datum.samples
-        if all(held[k] == before[k] + added[k] for k in keys):
-            return True
-        if all(held[k] == before[k] for k in keys):
-            return False
-        # keys disagreeing with both outcomes, or (a request arrives whole or not at all) a mix of the two
-        differing = next((k for k in keys if held[k] not in (before[k], before[k] + added[k])), next(iter(keys)))
-        raise InFlightUnknown(
-            f"{where}: cannot tell whether it arrived: for {differing[0]} {dict(differing[1])} at "
-            f"{differing[2]:%Y-%m-%dT%H:%MZ} the destination holds {held[differing]:g} samples, the ledger expected "
-            f"{before[differing]:g} (lost) or {before[differing] + added[differing]:g} (arrived). Another writer may "
-            "publish to this namespace. Nothing was sent; the batch stays pending."
-        )
+    def _resolve(self, batch: Batch, index: int, at: datetime, may_wait: bool) -> bool:
+        """Whether the attempt sent at `at` arrived, from its receipt: seen means arrived; not seen once the
+        sink's settle time has passed since `at` means lost. Until then the run polls and waits (in Lambda too,
+        within its own invocation), unless asked to stop. Anything else is reported, never guessed."""
+        where = f"batch {batch.id}, request {index + 1}/{len(batch.requests)} (sent {at:%Y-%m-%dT%H:%M:%S.%fZ})"
+        receipt = receipt_datum(self._ledger_id, self.target.query, at)
+        while True:
+            try:
+                reading = Reading(self.sink.maximum(batch.namespace, receipt.key))
+            except PublishError as exc:
+                raise InFlightUnknown(f"{where}: its receipt cannot be read back ({exc}); it stays pending") from exc
+            outcome = reading.outcome(at)
+            if outcome is Outcome.ARRIVED:
+                return True
+            if outcome is Outcome.FOREIGN:
+                raise InFlightUnknown(
+                    f"{where}: the receipts of minute {minute_of(at):%Y-%m-%dT%H:%MZ} hold {reading.maximum:g}, "
+                    f"more than this attempt's {receipt.value:g}: another run with this ledger's id "
+                    f"({self._ledger_id}) published in that minute, or a clock stepped back. Nothing was sent; "
+                    "the batch stays pending."
+                )
+            left = (at + self.sink.settle - self.clock()).total_seconds()
+            if left <= 0:
+                return False
+            if not may_wait or self.should_stop():
+                raise InFlightUnknown(
+                    f"{where}: its receipt is not visible yet; run again in {math.ceil(left)} s and the run decides"
+                )
+            self.sleep(min(left, RECEIPT_POLL_SECONDS))

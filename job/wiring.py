@@ -67,6 +67,8 @@ class Settings:
     dry_run: bool = False
     accept_changed_sql: bool = False
     owner: str = "local"  # who holds the S3 ledger's lease: a request id, user@host
+    lease: timedelta | None = None  # how long the S3 ledger's lease lasts; None: LEASE_DURATION (the handler: its
+    # function's timeout plus LEASE_MARGIN)
 
     def __post_init__(self) -> None:
         validate_namespace(self.namespace)
@@ -300,7 +302,10 @@ def build_ledger(settings: Settings, clients: Clients, read_only: bool = False) 
     from job.adapters.s3_store import split_s3_uri
 
     bucket, prefix = split_s3_uri(settings.state)
-    return S3Ledger(clients.client("s3"), bucket, prefix, owner=settings.owner)
+    from job.adapters.s3_ledger import LEASE_DURATION
+
+    lease = settings.lease or LEASE_DURATION
+    return S3Ledger(clients.client("s3"), bucket, prefix, owner=settings.owner, lease=lease)
 
 
 def build_job(

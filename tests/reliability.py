@@ -56,13 +56,14 @@ from job.adapters.sinks import CloudWatchSink, JsonlSink
 from job.adapters.sqlite_ledger import LocalLedger
 from job.core.batch import Target
 from job.core.errors import InFlightUnknown, LedgerError, PublishError
-from job.core.metrics import Datum, DatumKey
+from job.core.metrics import Datum
 from job.core.window import HourWindow, floor_hour
 from job.demo.moto_server import moto_server
 from job.demo.sample_logs import generate, write_log_file
 from job.ports import Ledger, Sink
 from job.query.sql_files import MINUTE_METRICS, SqlFile
 from job.runner import Job, RunOptions
+from tests.cloudwatch_double import CloudWatchDouble, cloudwatch_double
 from tests.conftest import DOCUMENTED_TYPES, MetricQuery, MetricReader
 from tests.kill_runner import JSONL_CASES, KILL_CASES, KILLED_MARK, Point, install, resolve
 from tests.reference import Reference, scan_tree
@@ -225,6 +226,24 @@ def cloudwatch_counts(
     return +counts
 
 
+def double_counts(
+    double: CloudWatchDouble, namespace: str, distributions: Sequence[str], start: datetime, end: datetime
+) -> Counter[Key]:
+    """The figures cloudwatch_counts reads, from every datapoint the double stores (held back or visible)."""
+    counts: Counter[Key] = Counter()
+    for d in distributions:
+        series = [("R", "Requests", {"DistributionId": d}, "")]
+        series += [("R", "Requests", {"DistributionId": d, "ResultType": t}, t) for t in RESULT_TYPES]
+        series.append(("T", "TimeTaken", {"DistributionId": d}, ""))
+        for kind, metric, dims, result_type in series:
+            for point in double.datapoints(namespace, metric, dims):
+                minute = point.timestamp.replace(second=0, microsecond=0)
+                if start <= minute < end:
+                    value = point.sum if kind == "R" else point.sample_count
+                    counts[(kind, d, result_type, minute)] += round(value)
+    return +counts
+
+
 @dataclass(frozen=True)
 class Difference:
     lost: int  # Requests lines short of the reference, summed over (distribution, minute)
@@ -275,8 +294,11 @@ class AnsweringSink:
                 raise PublishError(f"CloudWatch PutMetricData failed: {error} (reached max retries: {RETRIES})")
         self.inner.put(namespace, datums)
 
-    def sample_counts(self, namespace: str, keys: Any) -> dict[DatumKey, float] | None:
-        return self.inner.sample_counts(namespace, keys)
+    def maximum(self, namespace: str, key: Any) -> Any:
+        return self.inner.maximum(namespace, key)
+
+    def receipt_ledgers(self, namespace: str) -> Any:
+        return self.inner.receipt_ledgers(namespace)
 
 
 class Backend:
@@ -330,13 +352,16 @@ class CloudWatchBackend(Backend):
     """CloudWatch on a moto server through a client built like the CLI's (standard retries), with real fault
     answers from a before-send hook; the ledger local or in S3 (moto) with its lease and conditional writes."""
 
-    def __init__(self, folder: Path, label: str, endpoint: str, s3_ledger: bool) -> None:
-        self.folder, self.endpoint, self.s3_ledger = folder, endpoint, s3_ledger
+    def __init__(
+        self, folder: Path, label: str, endpoint: str, s3_ledger: bool, double: CloudWatchDouble | None = None
+    ) -> None:
+        self.folder, self.endpoint, self.s3_ledger, self.double = folder, endpoint, s3_ledger, double
         self.name = "cloudwatch+s3" if s3_ledger else "cloudwatch+local"
         self.namespace = f"Reliability/{label}"
         self.distribution_ids = [f"E{label}D{d}" for d in range(DISTRIBUTIONS)]
         session = aws.session(REGION)
-        self.client = aws.client(session, "cloudwatch", endpoint)
+        # CloudWatch through the double (old datapoints hidden from reads, as CloudWatch does), S3 on moto
+        self.client = aws.client(session, "cloudwatch", double.url if double else endpoint)
         self.s3 = aws.client(session, "s3", endpoint) if s3_ledger else None
         self.prefix = f"{label}/ledger/"
         self.hook: FaultHook | None = None
@@ -369,8 +394,11 @@ class CloudWatchBackend(Backend):
     def published(self, hours: Sequence[datetime]) -> Counter[Key]:
         if not hours:
             return Counter()
+        start, end = min(hours), max(hours) + timedelta(hours=2)
+        if self.double is not None:  # what the double stores, held datapoints included: as if released now
+            return double_counts(self.double, self.namespace, self.distribution_ids, start, end)
         reader = MetricReader(self.client, self.namespace)
-        return cloudwatch_counts(reader, self.distribution_ids, min(hours), max(hours) + timedelta(hours=2))
+        return cloudwatch_counts(reader, self.distribution_ids, start, end)
 
 
 # --- playing a scenario -----------------------------------------------------------------------------------------
@@ -591,10 +619,14 @@ JSONL_START = datetime(2026, 10, 1, 0, 30, tzinfo=UTC)
 # GetMetricData costs queries x minutes x every datapoint it holds in the range).
 MOTO_BASE = floor_hour(datetime.now(UTC)) - timedelta(days=12) + timedelta(minutes=30)
 _ENDPOINT: list[str] = []
+_DOUBLE: list[CloudWatchDouble] = []  # the worker's CloudWatch double in front of its moto server
 
 
 def _init_worker(endpoints: Any) -> None:
     _ENDPOINT.append(str(endpoints.get()))
+    double = CloudWatchDouble(_ENDPOINT[0], visible_after=timedelta(0))
+    double.start()  # a daemon thread: it ends with the worker
+    _DOUBLE.append(double)
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
@@ -621,7 +653,8 @@ def play_scenario(index: int, seed: int, kind: str, steps: Sequence[Step], endpo
             backend, start = JsonlBackend(Path(folder), label), JSONL_START
         else:
             assert endpoint is not None, "a moto scenario needs a moto server"
-            backend = CloudWatchBackend(Path(folder), label, endpoint, s3_ledger=kind == "cloudwatch+s3")
+            double = _DOUBLE[0] if _DOUBLE else None
+            backend = CloudWatchBackend(Path(folder), label, endpoint, s3_ledger=kind == "cloudwatch+s3", double=double)
             try:
                 return Scenario(backend, Path(folder), MOTO_BASE, strict=False).play(steps)
             finally:
@@ -673,7 +706,12 @@ def _cli(args: Sequence[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
 
 
-def kill_sweep(endpoint: str, work: Path, log: Callable[[str], None]) -> list[KillResult]:
+def kill_sweep(
+    endpoint: str, work: Path, log: Callable[[str], None], cloudwatch: str | None = None
+) -> list[KillResult]:
+    """SIGKILL at every kill point, then a rerun; the CLI's CloudWatch is `cloudwatch` (the double) when given,
+    while the figures are read from moto itself, which stores every datapoint the double let through."""
+    cw = cloudwatch or endpoint
     """Every case of tests/test_kill.py: SIGKILL at the point, a normal rerun, the totals against the reference."""
     results: list[KillResult] = []
     hours = iter(range(10_000))
@@ -722,7 +760,7 @@ def kill_sweep(endpoint: str, work: Path, log: Callable[[str], None]) -> list[Ki
             namespace = f"Reliability/Kill{number}{sink}"
             args = ["run", "--logs", str(folder / "logs"), "--state", str(folder / "state"), "--namespace", namespace]
             if sink == "cloudwatch":
-                args += ["--endpoint-url", endpoint, "--region", REGION, "--in-flight-settle", "0"]
+                args += ["--endpoint-url", cw, "--region", REGION, "--in-flight-settle", "0"]
             else:
                 args += ["--sink", f"jsonl:{folder / 'out.jsonl'}"]
             killed = _kill_runner(point, args, 60)
@@ -736,11 +774,12 @@ def kill_sweep(endpoint: str, work: Path, log: Callable[[str], None]) -> list[Ki
                 published = jsonl_counts(folder / "out.jsonl", namespace)
             judge(case, sink, killed, point, rerun.returncode, rerun.stderr, published, expected)
 
-    # the S3 ledger: after every one of its S3 writes (2 batches x 10 writes, lease, fingerprint, release: 23)
+    # the S3 ledger: after every one of its S3 writes (2 batches x 10 writes, lease, ledger id, fingerprint, owners,
+    # release: 25)
     s3 = aws.client(aws.session(REGION), "s3", endpoint)
     for bucket in ("rel-kill-logs", "rel-kill-state"):
         s3.create_bucket(Bucket=bucket)
-    for n in range(1, 24):
+    for n in range(1, 26):
         folder = work / f"s3-{n}"
         ids = [f"EKS{n}X{x}" for x in "AB"]
         hour = base + timedelta(hours=next(hours))
@@ -753,7 +792,7 @@ def kill_sweep(endpoint: str, work: Path, log: Callable[[str], None]) -> list[Ki
         args = [
             "run", "--logs", f"s3://rel-kill-logs/{prefix}", "--state", f"s3://rel-kill-state/{prefix}ledger/",
             "--s3-endpoint-url", endpoint, "--engine", "duckdb", "--from", f"{hour:%Y-%m-%dT%H}", "--to",
-            f"{hour:%Y-%m-%dT%H}", "--endpoint-url", endpoint, "--region", REGION, "--namespace", namespace,
+            f"{hour:%Y-%m-%dT%H}", "--endpoint-url", cw, "--region", REGION, "--namespace", namespace,
             "--in-flight-settle", "0",
         ]  # fmt: skip
         point = Point("s3write", "after", n)
@@ -780,16 +819,19 @@ def s3_write_name(detail: str) -> str:
     return f"{operation} " + next((name for part, name in names if part in key), key)
 
 
-def ambiguous_sweep(endpoint: str, work: Path, scenarios: int, log: Callable[[str], None]) -> tuple[int, int, int]:
-    """PutMetricData lands and its answer is lost (a 5xx, a read timeout): the run stops rather than retry blindly,
-    and the next run reads CloudWatch back. Returns (runs, lines delivered, lines counted twice)."""
+def ambiguous_sweep(
+    endpoint: str, work: Path, scenarios: int, log: Callable[[str], None], double: CloudWatchDouble | None = None
+) -> tuple[int, int, int]:
+    """PutMetricData lands and its answer is lost (a 5xx, a read timeout) on datapoints 11 days old, which the
+    double hides from reads: the run never retries blindly; it reads the request's receipt back and goes on.
+    Returns (runs, lines delivered, lines counted twice)."""
     runs = lines = twice = 0
     base = floor_hour(datetime.now(UTC)) - timedelta(days=11)
     with small_requests_and_no_backoff():
         for number in range(scenarios):
             folder = work / f"amb{number}"
             label = f"AMB{number}"
-            backend = CloudWatchBackend(folder, label, endpoint, s3_ledger=False)
+            backend = CloudWatchBackend(folder, label, endpoint, s3_ledger=False, double=double)
             hour = base + timedelta(hours=number)
             generate(folder / "logs", backend.distribution_ids, hour, hours=1, lines_per_hour=40, seed=number)
             expected = reference_counts(scan_tree(folder / "logs"))
@@ -879,8 +921,9 @@ def render(
             for k in kills
         ),
         "",
-        f"Answers lost after CloudWatch took the request (HTTP 503 or a read timeout after it landed; the run stops "
-        f"instead of retrying blindly and the next run reads CloudWatch back): {ambiguous[0]} runs, "
+        f"Answers lost after CloudWatch took the request (HTTP 503 or a read timeout after it landed, on datapoints "
+        f"11 days old that the double hides from reads; the run reads the request's receipt back instead of "
+        f"retrying blindly): {ambiguous[0]} runs, "
         f"{ambiguous[2]:,} of {ambiguous[1]:,} lines counted twice.",
     ]
     if failures:
@@ -940,10 +983,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ambiguous = (0, 0, 0)
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="cfm-kill-") as work:
         endpoint = stack.enter_context(moto_server())
+        double = stack.enter_context(cloudwatch_double(endpoint, visible_after=timedelta(0)))
         if not options.no_kill:
-            kills = kill_sweep(endpoint, Path(work), log)
+            kills = kill_sweep(endpoint, Path(work), log, cloudwatch=double.url)
         if options.ambiguous:
-            ambiguous = ambiguous_sweep(endpoint, Path(work), options.ambiguous, log)
+            ambiguous = ambiguous_sweep(endpoint, Path(work), options.ambiguous, log, double=double)
     command = "make reliability" + (f" (--scenarios {options.scenarios})" if options.scenarios != 1000 else "")
     block = render(outcomes, kills, ambiguous, failures, time.monotonic() - started, command)
     print(block)

@@ -49,7 +49,8 @@ def test_own_query_publishes_its_metric_and_backfills_on_its_own(tmp_path: Path)
     # every minute with traffic gets a datapoint, an explicit 0 when it had no 5xx
     assert {minute: n for minute, n in published.items() if n} == expected
     assert set(published) == set(jsonl_sums(records, "Requests", (("DistributionId", DIST),)))
-    assert {r["MetricName"] for r in records[first:]} == {"Requests5xx"}  # nothing but its own metric
+    # nothing but its own metric, and the receipts of its requests
+    assert {r["MetricName"] for r in records[first:]} == {"Requests5xx", "PublishReceipt"}
     again = run_cli(*base, "--query", "status_5xx")
     assert again.code == 0 and "0 new" in again.err
     assert len(read_jsonl(out)) == len(records)

@@ -7,12 +7,12 @@ What the job guarantees, and these tests check:
 - a crash before a request reaches the sink, or in any ledger step: after the resume every datum was published
   exactly once (the multiset of published datums equals an uninterrupted run's, and the reference's counts);
 - a crash after the sink accepted a request but before the ledger marked it sent: the journal leaves that one
-  request "in flight". On resume the job reads the destination back (SampleCount per metric, dimensions and
-  minute) and compares it with what the ledger knows it published before that request: "before + request" means
-  it arrived (not sent again), "before" means it was lost (sent). So it, too, is published exactly once;
-- when the read-back matches neither (another writer, or CloudWatch not showing the request yet: a CloudWatch
-  in-flight request younger than the sink's settle time), the run stops with InFlightUnknown, sends nothing and
-  keeps the batch pending: never a guess;
+  request "in flight". Every request carries a receipt (job/core/receipts.py) stamped with the minute it was sent;
+  on resume the job reads the receipt back: seen means it arrived (not sent again), not seen once the sink's
+  settle time has passed means it was lost (sent). So it, too, is published exactly once; a run that finds the
+  request younger than the settle time waits for it within the run;
+- when the receipts say neither (a larger receipt in that minute: another writer with this ledger's id), the run
+  stops with InFlightUnknown, sends nothing and keeps the batch pending: never a guess;
 - two runs started at once on one ledger publish every file once.
 """
 
@@ -21,8 +21,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,8 @@ from job.adapters.sqlite_ledger import LocalLedger
 from job.core.batch import PendingBatch, Target
 from job.core.errors import InFlightUnknown
 from job.core.files import Layout
-from job.core.metrics import Datum, DatumKey, Unit
+from job.core.metrics import Datum, Unit
+from job.core.receipts import RECEIPT_METRIC, receipt_datum
 from job.demo.sample_logs import generate
 from job.ports import Sink
 from job.query.sql_files import MINUTE_METRICS, SqlFile
@@ -80,8 +81,11 @@ class CrashingSink:
         self.inner.put(namespace, datums)
         self.delivered += 1
 
-    def sample_counts(self, namespace: str, keys: Collection[DatumKey]) -> dict[DatumKey, float] | None:
-        return self.inner.sample_counts(namespace, keys)
+    def maximum(self, namespace: str, key: Any) -> Any:
+        return self.inner.maximum(namespace, key)
+
+    def receipt_ledgers(self, namespace: str) -> Any:
+        return self.inner.receipt_ledgers(namespace)
 
 
 class RecordingSink(CrashingSink):
@@ -93,7 +97,12 @@ class RecordingSink(CrashingSink):
 
     def put(self, namespace: str, datums: Sequence[Datum]) -> None:
         super().put(namespace, datums)
-        self.requests.append(tuple(datums))
+        self.requests.append(without_receipts(datums))
+
+
+def without_receipts(datums: Sequence[Datum]) -> tuple[Datum, ...]:
+    """A request's datums as the journal holds them: the receipt is added per attempt, at send time."""
+    return tuple(d for d in datums if d.metric != RECEIPT_METRIC)
 
 
 class FailingLedger(LocalLedger):
@@ -143,15 +152,19 @@ def make_job(
     namespace: str = NAMESPACE,
     log: Callable[[str], None] = lambda message: None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    sleep: Callable[[float], None] = lambda seconds: None,
 ) -> Job:
     options = RunOptions(namespace=namespace, window=None)
     query = SqlFile.load(MINUTE_METRICS)
-    return Job(LocalLogStore(root), engine(), ledger, sink, query, options, log=log, clock=clock)
+    return Job(LocalLogStore(root), engine(), ledger, sink, query, options, log=log, clock=clock, sleep=sleep)
 
 
 def datum_lines(path: Path) -> Counter[str]:
-    """The jsonl sink's datums as a multiset of canonical JSON texts."""
-    return Counter(json.dumps(record, sort_keys=True) for record in read_jsonl(path))
+    """The jsonl sink's datums as a multiset of canonical JSON texts, without the publish receipts (one per
+    attempt, stamped with the time it was sent: checked on their own)."""
+    return Counter(
+        json.dumps(record, sort_keys=True) for record in read_jsonl(path) if record["MetricName"] != RECEIPT_METRIC
+    )
 
 
 def as_lines(datums: Sequence[Datum], namespace: str = NAMESPACE) -> Counter[str]:
@@ -279,19 +292,21 @@ def test_crash_after_the_sink_accepted_but_before_mark_sent_is_not_sent_again(
     assert_jsonl_equals_reference(out, clean.reference)
 
 
-def test_in_flight_request_that_matches_neither_outcome_stops_the_run(clean: Clean, tmp_path: Path) -> None:
-    """Another writer touched a key of the request in flight: the job refuses to guess, sends nothing."""
+def test_in_flight_request_whose_receipts_say_neither_stops_the_run(clean: Clean, tmp_path: Path) -> None:
+    """A larger receipt than the attempt's in its minute (another writer with this ledger's id): the job refuses to
+    guess and sends nothing."""
     state, out = tmp_path / "state", tmp_path / "out.jsonl"
     with pytest.raises(Crash):
         make_job(clean.root, FailingLedger(state, "mark_sent", 1), JsonlSink(out)).run(datetime.now(UTC))
     (pending,) = pending_of(state, JsonlSink(out).key)
-    assert pending.in_flight is not None
-    intruder = pending.batch.requests[pending.in_flight][0]
+    assert pending.in_flight is not None and pending.in_flight_at is not None
+    receipt = receipt_datum(LocalLedger(state).identity(), MINUTE_METRICS, pending.in_flight_at)
+    intruder = replace(receipt, value=60_001.0)  # larger than any receipt of a minute
     before = out.read_text(encoding="utf-8")
     with out.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps({"Namespace": NAMESPACE, **intruder.to_json()}) + "\n")
 
-    with pytest.raises(InFlightUnknown, match="cannot tell whether it arrived"):
+    with pytest.raises(InFlightUnknown, match="another run with this ledger's id"):
         make_job(clean.root, LocalLedger(state), JsonlSink(out)).run(datetime.now(UTC))
     assert out.read_text(encoding="utf-8") == before + json.dumps({"Namespace": NAMESPACE, **intruder.to_json()}) + "\n"
     assert [(p.sent, p.in_flight) for p in pending_of(state, JsonlSink(out).key)] == [(pending.sent, pending.in_flight)]
@@ -324,20 +339,29 @@ def test_crash_on_cloudwatch_then_resume_matches_reference(
     published = sum(sum(reader.sums("Requests", [("DistributionId", d)], *window).values()) for d in ids)
     assert published < reference.total_requests()
 
-    # Right away, CloudWatch may not show the request yet: the job waits for the settle time rather than guess.
-    with pytest.raises(InFlightUnknown, match="Run again in"):
-        make_job(root, LocalLedger(state), sink, namespace).run(datetime.now(UTC))
     (pending,) = pending_of(state, sink.key, namespace)
-    assert pending.in_flight is not None
+    assert pending.in_flight is not None and pending.in_flight_at is not None
 
-    later = sink.settle + timedelta(seconds=5)
+    # Right away: a receipt seen decides at once; one not seen is waited for, up to the settle time, in the run.
+    slept: list[float] = []
+    shift = [timedelta(0)]
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        shift[0] += timedelta(seconds=seconds)
+
     messages: list[str] = []
     resumed = make_job(
-        root, LocalLedger(state), sink, namespace, log=messages.append, clock=lambda: datetime.now(UTC) + later
-    ).run(datetime.now(UTC))
+        root, LocalLedger(state), sink, namespace, log=messages.append, clock=lambda: datetime.now(UTC) + shift[0],
+        sleep=sleep,
+    ).run(datetime.now(UTC))  # fmt: skip
     assert resumed.resumed_batches == 1 and resumed.files_new + resumed.files_already == 4
     verdict = "had not arrived" if crash == "before-put" else "had arrived"
     assert any(f"request {pending.in_flight + 1} {verdict}" in m for m in messages), messages
+    if crash == "before-put":
+        assert sink.settle - timedelta(seconds=2) <= timedelta(seconds=sum(slept)) <= sink.settle
+    else:
+        assert slept == []
     assert_cloudwatch_matches(reader, reference, *window)
 
 
@@ -382,7 +406,7 @@ def test_crashing_sink_and_failing_ledger_do_what_they_claim(tmp_path: Path) -> 
     with pytest.raises(Crash):
         sink.put(NAMESPACE, [datum])
     assert len(read_jsonl(out)) == 2
-    assert sink.sample_counts(NAMESPACE, [datum.key]) == {datum.key: 2.0}
+    assert sink.maximum(NAMESPACE, datum.key) == 1.0
     ledger = FailingLedger(tmp_path / "state", "mark_sent", 1)
     ledger._maybe_crash("mark_sent")  # call 0 passes
     ledger._maybe_crash("commit")  # another step never crashes
@@ -415,9 +439,12 @@ def parseable_lines(path: Path) -> tuple[Counter[str], int]:
     bad = 0
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            good[json.dumps(json.loads(line), sort_keys=True)] += 1
+            record = json.loads(line)
         except ValueError:
             bad += 1
+            continue
+        if record["MetricName"] != RECEIPT_METRIC:
+            good[json.dumps(record, sort_keys=True)] += 1
     return good, bad
 
 

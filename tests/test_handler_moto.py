@@ -361,3 +361,30 @@ def test_handler_logs_cold_start_on_the_first_invocation_only() -> None:
                           cwd=Path(__file__).parents[1])  # fmt: skip
     lines = _log_lines(done.stdout)
     assert [(line["cold_start"], line["function_request_id"]) for line in lines] == [(True, "r-1"), (False, "r-1")]
+
+
+@pytest.mark.parametrize("remaining_ms", [60_000, 900_000])
+def test_handler_leases_the_s3_ledger_for_its_own_timeout_plus_a_margin(
+    monkeypatch: pytest.MonkeyPatch, remaining_ms: int
+) -> None:
+    import job.handler as handler_module
+    from job.adapters.s3_ledger import LEASE_MARGIN
+
+    seen: list[Any] = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(settings: Any, **_: Any) -> Any:
+        seen.append(settings)
+        raise Stop
+
+    for name, value in {"LOG_BUCKET": LOG_BUCKET, "ATHENA_WORKGROUP": WORKGROUP, "ATHENA_DATABASE": "d",
+                        "RESULTS_BUCKET": RESULTS_BUCKET}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(handler_module, "build_job", capture)
+    with pytest.raises(Stop):
+        lambda_handler({}, FakeContext(remaining_ms))
+    (settings,) = seen
+    assert settings.lease == timedelta(milliseconds=remaining_ms) + LEASE_MARGIN
+    assert settings.state.startswith("s3://")

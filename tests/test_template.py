@@ -406,7 +406,9 @@ def test_no_wildcard_action_and_only_allows_in_identity_policies(overrides: dict
         assert statement.effect == "Allow", statement
         assert all("*" not in action for action in statement.actions), statement
         star = "*" in statement.resources
-        assert not star or set(statement.actions) <= {"cloudwatch:PutMetricData", "cloudwatch:GetMetricData"}, statement
+        # these three take no resource-level permissions (CloudWatch's service authorization reference)
+        reads = {"cloudwatch:PutMetricData", "cloudwatch:GetMetricData", "cloudwatch:ListMetrics"}
+        assert not star or set(statement.actions) <= reads, statement
     for name, role in of_type(resources, "AWS::IAM::Role").items():
         assert "ManagedPolicyArns" not in role["Properties"], name
 
@@ -417,7 +419,7 @@ def test_put_metric_data_only_in_the_namespace() -> None:
     assert found[0].actions == ("cloudwatch:PutMetricData",)
     assert found[0].condition == {"StringEquals": {"cloudwatch:namespace": "My/NS"}}
     reads = [s for s in statements(resolved()) if "cloudwatch:GetMetricData" in s.actions]
-    assert [s.actions for s in reads] == [("cloudwatch:GetMetricData",)]
+    assert [s.actions for s in reads] == [("cloudwatch:GetMetricData", "cloudwatch:ListMetrics")]
 
 
 def expected_metrics_grants(log_prefix: str, log_format: str = "legacy") -> set[tuple[str, str]]:
@@ -435,6 +437,7 @@ def expected_metrics_grants(log_prefix: str, log_format: str = "legacy") -> set[
         ("logs:PutLogEvents", "{CfMetricsLogGroup.Arn}"),
         ("cloudwatch:PutMetricData", "*"),
         ("cloudwatch:GetMetricData", "*"),
+        ("cloudwatch:ListMetrics", "*"),
         ("s3:GetBucketLocation", "arn:aws:s3:::my-logs"),
         ("s3:ListBucket", "arn:aws:s3:::my-logs"),
         ("s3:GetObject", f"arn:aws:s3:::my-logs/{log_prefix}*"),
@@ -536,10 +539,15 @@ def test_results_bucket_is_private_encrypted_tls_only_and_expires_only_athena_re
     )
     (rule,) = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
     assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    # the ledger lives here: every earlier version of its objects is kept for 30 days (docs/RELIABILITY.md)
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
     rules = bucket["LifecycleConfiguration"]["Rules"]
+    (versions,) = [r for r in rules if "NoncurrentVersionExpiration" in r]
+    assert versions["NoncurrentVersionExpiration"]["NoncurrentDays"] >= 30
+    assert set(versions) <= {"Id", "Status", "NoncurrentVersionExpiration", "ExpiredObjectDeleteMarker"}, versions
     expiring = [r for r in rules if "ExpirationInDays" in r or "ExpirationDate" in r]
     assert [r["Prefix"] for r in expiring] == ["athena-results/", "ledger/done/"]
-    for r in rules:
+    for r in (r for r in rules if r is not versions):
         prefix = r.get("Prefix", r.get("Filter", {}).get("Prefix", ""))
         assert prefix and not "ledger/".startswith(prefix), f"a lifecycle rule reaches the ledger: {r}"
         assert not prefix.startswith(("ledger/files", "ledger/batches", "ledger/lease")), r

@@ -19,8 +19,11 @@ from job.core.errors import LedgerError
 from job.core.files import LogFile
 from job.core.metrics import DatumKey
 
-# Longer than Lambda's 15-minute maximum timeout, so a live run never loses its lease to the next one.
+# Longer than Lambda's 15-minute maximum timeout, so a live run never loses its lease to the next one; the
+# handler passes its own function's timeout plus LEASE_MARGIN instead (job/wiring.py).
 LEASE_DURATION = timedelta(minutes=20)
+# What a lease outlives the run's deadline by: the clock skew between invocations, and a last ledger write.
+LEASE_MARGIN = timedelta(minutes=2)
 MAX_CONDITIONAL_RETRIES = 5
 
 
@@ -39,8 +42,18 @@ def _now() -> datetime:
 class S3Ledger:
     """Same interface as LocalLedger; every write is conditional, every step survives a crash between steps."""
 
-    def __init__(self, client: Any, bucket: str, prefix: str, owner: str, clock: Callable[[], datetime] = _now) -> None:
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str,
+        owner: str,
+        clock: Callable[[], datetime] = _now,
+        lease: timedelta = LEASE_DURATION,
+    ) -> None:
         self.client, self.bucket, self.prefix, self.owner, self.clock = client, bucket, prefix, owner, clock
+        self.lease_duration = lease
+        self._identity = ""
         self._token = ""  # the lease this ledger object holds, if any
 
     def __str__(self) -> str:
@@ -93,7 +106,7 @@ class S3Ledger:
         return f"{self.prefix}lease.json"
 
     def _lease(self) -> dict[str, str]:
-        return {"owner": self.owner, "token": self._token, "expires": (self.clock() + LEASE_DURATION).isoformat()}
+        return {"owner": self.owner, "token": self._token, "expires": (self.clock() + self.lease_duration).isoformat()}
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -106,7 +119,10 @@ class S3Ledger:
             if current is not None and current[0].get("token") != self._token:
                 body, etag = current
                 if datetime.fromisoformat(body["expires"]) > self.clock():
-                    raise LedgerBusy(f"{self}: another run ({body['owner']}) holds the lease until {body['expires']}")
+                    raise LedgerBusy(
+                        f"{self}: another run ({body['owner']}) holds the lease until {body['expires']}; if that "
+                        "run was killed, the lease expires then and the next run takes it over"
+                    )
                 if not self._put(key, self._lease(), if_match=etag):
                     raise LedgerBusy(f"{self}: another run took the expired lease first")
             elif current is None and not self._put(key, self._lease(), create_only=True):
@@ -206,6 +222,40 @@ class S3Ledger:
         self._renew()
         progress = {"sent": index, "in_flight": index, "in_flight_at": at.isoformat()}
         self._put(self._batch_key(batch_id, "progress"), progress)
+
+    def clear_in_flight(self, batch_id: str, index: int) -> None:
+        self._put(self._batch_key(batch_id, "progress"), {"sent": index, "in_flight": None})
+
+    def identity(self) -> str:
+        if not self._identity:
+            key = f"{self.prefix}ledger-id.json"
+            self._put(key, {"id": uuid.uuid4().hex[:16]}, create_only=True)  # the first writer's id stays
+            current = self._get(key)
+            if current is None:
+                raise LedgerError(f"s3://{self.bucket}/{key}: the ledger id was written and cannot be read back")
+            self._identity = str(current[0]["id"])
+        return self._identity
+
+    def _owners_key(self, sink_key: str, namespace: str) -> str:
+        digest = hashlib.sha256(f"{sink_key}|{namespace}".encode()).hexdigest()[:16]
+        return f"{self.prefix}owners/{digest}.json"
+
+    def metric_owners(self, sink_key: str, namespace: str) -> dict[str, str]:
+        current = self._get(self._owners_key(sink_key, namespace))
+        return {} if current is None else {m: str(v["query"]) for m, v in current[0]["metrics"].items()}
+
+    def claim_metrics(self, target: Target, metrics: Collection[str], at: datetime) -> None:
+        key = self._owners_key(target.sink, target.namespace)
+        for _ in range(MAX_CONDITIONAL_RETRIES):
+            current = self._get(key)
+            empty: dict[str, Any] = {"sink": target.sink, "namespace": target.namespace, "metrics": {}}
+            body, etag = current if current else (empty, None)
+            owned: dict[str, Any] = body["metrics"]
+            for metric in sorted(metrics):
+                owned.setdefault(metric, {"query": target.query, "at": at.isoformat()})
+            if self._put(key, body, if_match=etag, create_only=etag is None):
+                return
+        raise LedgerError(f"s3://{self.bucket}/{key}: kept changing under {MAX_CONDITIONAL_RETRIES} attempts")
 
     def mark_sent(self, batch_id: str, index: int) -> None:
         self._put(self._batch_key(batch_id, "progress"), {"sent": index + 1, "in_flight": None})

@@ -1,27 +1,27 @@
 """Where datums go: CloudWatch through boto3, a JSON-lines file, or a dry-run printout."""
 
+# PublishAmbiguous and PublishNotSent live in job.core.errors (the runner acts on them); they are named here too.
+
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError
 
-from job.core.errors import PublishError
+from job.core.errors import PublishAmbiguous, PublishError, PublishNotSent
 from job.core.limits import MAX_QUERIES_PER_GET
 from job.core.metrics import Datum, DatumKey
+from job.core.receipts import LEDGER_DIMENSION, RECEIPT_METRIC
 
-# Real CloudWatch usually shows a datapoint within a minute or two of PutMetricData; wait this long before
-# deciding from a read that an interrupted request did not arrive.
+# A receipt carries the minute it was sent, and CloudWatch shows a datapoint with a recent timestamp within about
+# 2 minutes (user guide, "Publish custom metrics"); wait this long before deciding that a receipt not seen means
+# its request did not arrive. A receipt seen earlier decides at once.
 CLOUDWATCH_SETTLE = timedelta(minutes=3)
-
-
-class PublishAmbiguous(PublishError):
-    """CloudWatch may have taken a request whose answer was lost (5xx, read timeout, connection dropped)."""
 
 
 def _no_blind_retry(response: Any, caught_exception: Exception | None, **_: Any) -> None:
@@ -92,13 +92,69 @@ class CloudWatchSink:
                 raise PublishError(f"CloudWatch GetMetricData failed while checking a request: {exc}") from exc
         return found
 
+    def maximum(self, namespace: str, key: DatumKey) -> float | None:
+        metric, dims, minute = key
+        query = {
+            "Id": "r",
+            "MetricStat": {
+                "Metric": {
+                    "Namespace": namespace,
+                    "MetricName": metric,
+                    "Dimensions": [{"Name": n, "Value": v} for n, v in dims],
+                },
+                "Period": 60,
+                "Stat": "Maximum",
+            },
+        }
+        found: float | None = None
+        try:
+            pages = self.client.get_paginator("get_metric_data").paginate(
+                MetricDataQueries=[query], StartTime=minute, EndTime=minute + timedelta(minutes=1)
+            )
+            for page in pages:
+                for result in page["MetricDataResults"]:
+                    for stamp, value in zip(result["Timestamps"], result["Values"], strict=True):
+                        if stamp.astimezone(UTC) == minute:
+                            found = float(value) if found is None else max(found, float(value))
+        except (ClientError, BotoCoreError) as exc:
+            raise PublishError(f"CloudWatch GetMetricData failed while reading a receipt: {exc}") from exc
+        return found
+
+    def receipt_ledgers(self, namespace: str) -> set[str]:
+        ledgers: set[str] = set()
+        try:
+            for page in self.client.get_paginator("list_metrics").paginate(
+                Namespace=namespace, MetricName=RECEIPT_METRIC
+            ):
+                for metric in page.get("Metrics", ()):
+                    for dim in metric.get("Dimensions", ()):
+                        if dim.get("Name") == LEDGER_DIMENSION:
+                            ledgers.add(str(dim.get("Value")))
+        except (ClientError, BotoCoreError) as exc:
+            raise PublishError(f"CloudWatch ListMetrics failed while looking for other ledgers: {exc}") from exc
+        return ledgers
+
     def put(self, namespace: str, datums: Sequence[Datum]) -> None:
         try:
             self.client.put_metric_data(Namespace=namespace, MetricData=[d.to_api() for d in datums])
         except PublishAmbiguous:
             raise
-        except (ClientError, BotoCoreError) as exc:
+        except (ConnectTimeoutError, EndpointConnectionError) as exc:
+            raise PublishNotSent(
+                f"CloudWatch PutMetricData ({len(datums)} datums, {namespace}): no connection could be opened "
+                f"({exc}); nothing was sent"
+            ) from exc
+        except ClientError as exc:
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            kind = PublishNotSent if 400 <= status < 500 else PublishError
+            raise kind(f"CloudWatch PutMetricData ({len(datums)} datums, {namespace}) failed: {exc}") from exc
+        except BotoCoreError as exc:
             raise PublishError(f"CloudWatch PutMetricData ({len(datums)} datums, {namespace}) failed: {exc}") from exc
+
+
+# Longer than any one request (1 MB of query-protocol body is far more JSON than a request's datums take).
+JSONL_TAIL_WINDOW = 4 * 1024 * 1024
+RECEIPT_LINE_MARK = f'"MetricName": "{RECEIPT_METRIC}"'.encode()
 
 
 class JsonlSink:
@@ -126,18 +182,73 @@ class JsonlSink:
                     found[datum.key] += datum.samples
         return found
 
+    def _drop_torn_tail(self, out: BinaryIO, whole_lines: bool) -> None:
+        """Every request the job writes ends with its receipt line, so whatever follows the last receipt is a
+        request a crash cut short (whole lines or half a line): never a whole request, and its receipt never
+        written, so the run that resolves it sends it again. Drop it before appending a request that ends with
+        its receipt (`whole_lines`); before anything else, drop only a last line cut short."""
+        end = out.seek(0, os.SEEK_END)
+        if not end:
+            return
+        if not whole_lines:
+            out.seek(max(0, end - 65536))
+            tail = out.read()
+            if not tail.endswith(b"\n"):
+                cut = tail.rfind(b"\n")
+                out.truncate(end - len(tail) + cut + 1 if cut >= 0 else max(0, end - len(tail)))
+            return
+        start = max(0, end - JSONL_TAIL_WINDOW)
+        out.seek(start)
+        tail = out.read()
+        cut = -1
+        position = len(tail)
+        while position > 0:
+            line_start = tail.rfind(b"\n", 0, position - 1) + 1
+            line = tail[line_start:position]
+            if line.endswith(b"\n") and RECEIPT_LINE_MARK in line:
+                cut = position
+                break
+            position = line_start
+        if cut < 0 and start > 0:
+            raise PublishError(
+                f"{self.path}: no publish receipt in its last {JSONL_TAIL_WINDOW:,} bytes: it was not written by this "
+                "version of the job (whose requests end with a PublishReceipt line); give --sink another file"
+            )
+        keep = start + max(cut, 0)
+        if keep < end:
+            out.truncate(keep)
+
+    def _datums(self, namespace: str) -> Iterable[Datum]:
+        if not self.path.exists():
+            return
+        with self.path.open(encoding="utf-8") as lines:
+            for line in lines:
+                try:
+                    data = json.loads(line)
+                    datum = Datum.from_json(data)
+                except (ValueError, KeyError):
+                    continue  # a line cut short by a crash was never a complete datum
+                if data.get("Namespace") == namespace:
+                    yield datum
+
+    def maximum(self, namespace: str, key: DatumKey) -> float | None:
+        values = [d.value for d in self._datums(namespace) if d.key == key and d.value is not None]
+        return max(values) if values else None
+
+    def receipt_ledgers(self, namespace: str) -> set[str]:
+        return {
+            value
+            for d in self._datums(namespace)
+            if d.metric == RECEIPT_METRIC
+            for name, value in d.dimensions
+            if name == LEDGER_DIMENSION
+        }
+
     def put(self, namespace: str, datums: Sequence[Datum]) -> None:
         lines = "".join(json.dumps({"Namespace": namespace, **d.to_json()}) + "\n" for d in datums)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a+b") as out:
-            # A crash can leave a last line cut short: drop it (it was never a whole datum) before appending.
-            end = out.seek(0, os.SEEK_END)
-            if end:
-                out.seek(max(0, end - 65536))
-                tail = out.read()
-                if not tail.endswith(b"\n"):
-                    cut = tail.rfind(b"\n")
-                    out.truncate(end - len(tail) + cut + 1 if cut >= 0 else max(0, end - len(tail)))
+            self._drop_torn_tail(out, whole_lines=bool(datums) and datums[-1].metric == RECEIPT_METRIC)
             out.write(lines.encode("utf-8"))
             out.flush()
             os.fsync(out.fileno())
@@ -151,6 +262,12 @@ class DryRunSink:
 
     def sample_counts(self, namespace: str, keys: Collection[DatumKey]) -> dict[DatumKey, float] | None:
         return None
+
+    def maximum(self, namespace: str, key: DatumKey) -> float | None:
+        raise PublishError("a dry run publishes nothing and reads nothing back")
+
+    def receipt_ledgers(self, namespace: str) -> set[str]:
+        return set()
 
     def __init__(self, stream: TextIO, key: str) -> None:
         self.stream = stream

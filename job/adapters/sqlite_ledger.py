@@ -6,6 +6,7 @@ import fcntl
 import json
 import sqlite3
 import sys
+import uuid
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -29,6 +30,11 @@ CREATE TABLE IF NOT EXISTS batches (
 -- The journal's datums live apart from the batch row, which changes twice per request: SQLite rewrites a whole
 -- row (overflow pages included) on every UPDATE.
 CREATE TABLE IF NOT EXISTS batch_payloads (id TEXT PRIMARY KEY, payload TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- Which query publishes which metric name to a destination (sink) and namespace: one owner per metric.
+CREATE TABLE IF NOT EXISTS owners (
+  sink TEXT NOT NULL, namespace TEXT NOT NULL, metric TEXT NOT NULL, query TEXT NOT NULL, claimed_at TEXT NOT NULL,
+  PRIMARY KEY (sink, namespace, metric));
 """
 # A batch's journal, wherever an earlier version kept it.
 _PAYLOAD = "COALESCE(NULLIF(b.payload, ''), (SELECT p.payload FROM batch_payloads p WHERE p.id = b.id))"
@@ -149,8 +155,46 @@ class LocalLedger:
         return [FileRecord(u, d, datetime.fromisoformat(h), s, n, m, r) for u, d, h, s, n, m, r in rows]
 
     def recorded(self, target: Target, files: Sequence[LogFile] | None = None) -> set[str]:
-        found = {uri for (uri,) in self.db.execute("SELECT uri FROM files WHERE target = ?", (target.key,))}
-        return found if files is None else found & {f.uri for f in files}
+        if files is None:
+            return {uri for (uri,) in self.db.execute("SELECT uri FROM files WHERE target = ?", (target.key,))}
+        # Only the rows of the files listed, through the primary key: a ledger of millions of files costs a run
+        # over a look-back window what the window holds.
+        rows = self.db.execute(
+            "SELECT uri FROM files WHERE target = ? AND uri IN (SELECT value FROM json_each(?))",
+            (target.key, json.dumps([f.uri for f in files])),
+        )
+        return {uri for (uri,) in rows}
+
+    def identity(self) -> str:
+        row = self.db.execute("SELECT value FROM meta WHERE name = 'ledger_id'").fetchone()
+        if row is not None:
+            return str(row[0])
+        if self.missing:
+            return "(none)"
+        try:
+            new_id = uuid.uuid4().hex[:16]
+            self.db.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('ledger_id', ?)", (new_id,))
+        except sqlite3.Error as exc:
+            raise LedgerError(f"{self.folder}: ledger write failed ({exc})") from exc
+        return self.identity()
+
+    def metric_owners(self, sink_key: str, namespace: str) -> dict[str, str]:
+        rows = self.db.execute(
+            "SELECT metric, query FROM owners WHERE sink = ? AND namespace = ?", (sink_key, namespace)
+        )
+        return {str(metric): str(query) for metric, query in rows}
+
+    def claim_metrics(self, target: Target, metrics: Collection[str], at: datetime) -> None:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany(
+                "INSERT OR IGNORE INTO owners (sink, namespace, metric, query, claimed_at) VALUES (?, ?, ?, ?, ?)",
+                [(target.sink, target.namespace, m, target.query, at.isoformat()) for m in sorted(metrics)],
+            )
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.db.execute("ROLLBACK") if self.db.in_transaction else None
+            raise LedgerError(f"{self.folder}: ledger write failed ({exc})") from exc
 
     def pending(self, target: Target) -> list[PendingBatch]:
         rows = self.db.execute(
@@ -179,6 +223,10 @@ class LocalLedger:
 
     def mark_in_flight(self, batch_id: str, index: int, at: datetime) -> None:
         self._write("UPDATE batches SET in_flight = ?, in_flight_at = ? WHERE id = ?", index, at.isoformat(), batch_id)
+
+    def clear_in_flight(self, batch_id: str, index: int) -> None:
+        self._write("UPDATE batches SET in_flight = NULL, in_flight_at = NULL WHERE id = ? AND in_flight = ?", batch_id,
+                    index)  # fmt: skip
 
     def mark_sent(self, batch_id: str, index: int) -> None:
         self._write(

@@ -41,6 +41,14 @@ class PublishError(CfMetricsError):
     """A sink refused or failed to take a request."""
 
 
+class PublishAmbiguous(PublishError):
+    """The destination may have taken a request whose answer was lost (5xx, read timeout, connection dropped)."""
+
+
+class PublishNotSent(PublishError):
+    """The destination certainly did not take the request: it refused it (4xx), or no connection was opened."""
+
+
 class LedgerError(CfMetricsError):
     """The ledger is unreadable, locked or inconsistent."""
 
@@ -51,6 +59,10 @@ class SqlChangedError(CfMetricsError):
 
 class InFlightUnknown(CfMetricsError):
     """A request was in flight when a run stopped, and reading the destination back cannot tell if it arrived."""
+
+
+class MetricOwnedError(CfMetricsError):
+    """A query would publish a metric name that another query already publishes to the same destination."""
 
 
 class UnreadableFileError(EngineError):

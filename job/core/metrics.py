@@ -91,6 +91,20 @@ PERCENTILE_COLUMNS = {
 DatumKey = tuple[str, tuple[tuple[str, str], ...], datetime]
 
 
+def published_metric_names(columns: Iterable[str]) -> frozenset[str]:
+    """The metric names a query with these output columns publishes (datums_from_rows is the contract), with the
+    accounts of bad input every query publishes: what the ledger's one-owner-per-metric rule compares."""
+    names = {MALFORMED_LINES, UNREADABLE_FILES}
+    lowered = {c.lower() for c in columns}
+    if "requests" in lowered:
+        names.add(Metric.REQUESTS.value)
+    if "time_taken_bucket_ms" in lowered:
+        names.add(Metric.TIME_TAKEN.value)
+    names |= {metric.value for metric, column in PERCENTILE_COLUMNS.items() if column in lowered}
+    names |= {extra_metric_name(c) for c in lowered if c.startswith(EXTRA_METRIC_PREFIX)}
+    return frozenset(names)
+
+
 @dataclass(frozen=True)
 class Datum:
     """One CloudWatch MetricDatum: a single Value, or a distribution as Values/Counts."""

@@ -94,6 +94,20 @@ class SqlFile:
         tokens = sqlglot.Dialect.get_or_raise("athena").tokenize(self.text)
         return hashlib.sha256("\x1f".join(t.text for t in tokens).encode()).hexdigest()[:16]
 
+    @cached_property
+    def output_columns(self) -> tuple[str, ...]:
+        """The names of the final SELECT's columns, parsed (parameters stand in as string literals)."""
+        text = self.text
+        for start, end, _ in reversed(self._placeholders):
+            text = text[:start] + "'p'" + text[end:]
+        try:
+            tree = sqlglot.parse_one(text, read="athena")
+        except sqlglot.errors.ParseError as exc:
+            raise SqlTemplateError(f"{self.path}: cannot parse ({exc})") from exc
+        if not isinstance(tree, sqlglot.exp.Query):
+            raise SqlTemplateError(f"{self.path}: expected a SELECT query, got {type(tree).__name__}")
+        return tuple(tree.named_selects)
+
     @property
     def parameters(self) -> frozenset[str]:
         return frozenset(name for _, _, name in self._placeholders)
