@@ -24,7 +24,7 @@ from job.core.validate import parse_result_types, validate_query_name, validate_
 from job.core.window import HourWindow, effective_window, parse_end, parse_time
 from job.query.sql_files import DEFAULT_SQL_DIR, MINUTE_METRICS, TABLE_DDL, SqlFile, query_parameters
 from job.query.sql_values import Varchar
-from job.runner import DEFAULT_MAX_FILES_PER_QUERY, Job
+from job.runner import DEFAULT_MAX_FILES_PER_QUERY, DEFAULT_YOUNG_FILE_RETRY, Job
 from job.wiring import DEFAULT_STATE, EngineKind, Settings, build_job
 
 # The CLI's name of each setting a ConfigError can name (core and wiring name settings neutrally).
@@ -34,6 +34,7 @@ FLAGS = {
     "athena_results": "--athena-results", "threads": "--threads", "query_timeout": "--query-timeout",
     "logs": "--logs", "state": "--state", "files_per_query": "--files-per-query", "trino_url": "--trino-url",
     "trino_schema": "--trino-schema", "endpoint_url": "--endpoint-url", "s3_endpoint_url": "--s3-endpoint-url",
+    "young_file_retry": "--retry-unreadable-for",
 }  # fmt: skip
 
 
@@ -80,6 +81,8 @@ def settings_from_args(args: argparse.Namespace, now: datetime) -> Settings:
         dry_run=getattr(args, "dry_run", False),
         accept_changed_sql=getattr(args, "accept_changed_sql", False),
         owner=f"{getpass.getuser()}@{socket.gethostname()}",
+        check_distributions=args.check_distributions,
+        young_file_retry=timedelta(seconds=args.retry_unreadable_for),
     )
     window = effective_window(
         _time("from", args.start), _time("to", args.end), now, checks_age=settings.checks_timestamp_age
@@ -307,6 +310,20 @@ def _job_options(parser: argparse.ArgumentParser, window_required: bool) -> None
         metavar="SECONDS",
         help="after a crash, wait this long before reading CloudWatch back to tell whether the request in flight "
         "arrived (default 180; 0 for an endpoint that shows data at once, like moto)",
+    )
+    parser.add_argument(
+        "--check-distributions",
+        action="store_true",
+        help="read only distributions that exist in the AWS account (cloudfront:ListDistributions) when no "
+        "--distribution is named; others are skipped and named once (default: every folder of the root is read)",
+    )
+    parser.add_argument(
+        "--retry-unreadable-for",
+        type=float,
+        default=DEFAULT_YOUNG_FILE_RETRY.total_seconds(),
+        metavar="SECONDS",
+        help="a file the engine cannot read that was written less than this long ago may still be being written: "
+        "it is retried on the next runs instead of being recorded as unreadable (default 3600)",
     )
     parser.add_argument("--threads", type=int, help="DuckDB threads (default: all cores)")
     parser.add_argument(

@@ -7,8 +7,11 @@ and the normalising view sql/cloudfront_logs_v2_view.sql, translated like any qu
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from job.adapters.duckdb_readers import TextLayout, select_columns, text_layout
 from job.core.errors import EngineError, UnreadableFileError
@@ -42,6 +45,19 @@ def _by_compression(files: Sequence[LogFile]) -> dict[str, list[LogFile]]:
     for log_file in files:
         groups["gzip" if log_file.uri.endswith(".gz") else "none"].append(log_file)
     return groups
+
+
+def safe_names(files: Sequence[LogFile], folder: str) -> list[LogFile]:
+    """Each file behind a symbolic link of a plain name (000000.gz, 000001, ...) in `folder`: DuckDB expands
+    `*`, `?`, `[...]` and `{a,b}` in every path it is given (and takes `?` for a URL query), so a file named with
+    them would read other files of the batch, or none. Only `.gz` is kept of the name, as compression follows it."""
+    safe = []
+    for number, log_file in enumerate(files):
+        source = os.path.abspath(log_file.readable_path)
+        link = os.path.join(folder, f"{number:06d}" + (".gz" if source.endswith(".gz") else ""))
+        os.symlink(source, link)
+        safe.append(replace(log_file, local_path=link))
+    return safe
 
 
 class DuckDBEngine:
@@ -204,6 +220,10 @@ class DuckDBEngine:
     def query(self, sql: SqlFile, params: Mapping[str, SqlValue], files: Sequence[LogFile]) -> QueryResult:
         if not files:
             return QueryResult([])
+        with tempfile.TemporaryDirectory(prefix="cfmetrics-read-") as folder:
+            return self._query(sql, params, safe_names(files, folder))
+
+    def _query(self, sql: SqlFile, params: Mapping[str, SqlValue], files: Sequence[LogFile]) -> QueryResult:
         import duckdb
 
         rendered = sql.render_placeholders(params)
