@@ -27,6 +27,7 @@ from job.core.metrics import (
     scan_amplification,
 )
 from job.core.packing import CLOUDWATCH_LIMITS, RequestLimits, check_datums, pack
+from job.core.status import changed_files
 from job.core.timerange import check_rows, cloudwatch_takes
 from job.core.window import HourWindow
 from job.ports import Engine, Ledger, LogStore, QueryResult, Sink
@@ -280,21 +281,16 @@ class Job:
     def _report_changed(self, listed: Sequence[LogFile], records: dict[str, FileRecord], report: RunReport) -> None:
         """A recorded file that differs now (rewritten, a zero-byte object filled in, a copy caught half-written)
         is named and counted; its lines are never published a second time."""
-        for log_file in listed:
-            record = records.get(log_file.uri)
-            if record is None:
-                continue
-            etags = record.etag is not None and log_file.etag is not None
-            if record.size != log_file.size or (etags and record.etag != log_file.etag):
-                report.changed_files.append(log_file.uri)
-                if len(report.changed_files) <= SHOWN_IN_LOG:
-                    self.log(
-                        f"CHANGED {log_file.uri}: {record.size:,} bytes"
-                        + (f" (ETag {record.etag})" if record.etag else "")
-                        + f" when recorded, {log_file.size:,}"
-                        + (f" (ETag {log_file.etag})" if log_file.etag else "")
-                        + " now; not published again (cfmetrics status lists it)"
-                    )
+        for log_file, record in changed_files(listed, list(records.values())):
+            report.changed_files.append(log_file.uri)
+            if len(report.changed_files) <= SHOWN_IN_LOG:
+                self.log(
+                    f"CHANGED {log_file.uri}: {record.size:,} bytes"
+                    + (f" (ETag {record.etag})" if record.etag else "")
+                    + f" when recorded, {log_file.size:,}"
+                    + (f" (ETag {log_file.etag})" if log_file.etag else "")
+                    + " now; not published again (cfmetrics status lists it)"
+                )
         if len(report.changed_files) > SHOWN_IN_LOG:
             self.log(f"... and {len(report.changed_files) - SHOWN_IN_LOG} more changed file(s)")
 
@@ -354,8 +350,10 @@ class Job:
                 self._process(distribution_id, files[:half], now, report)
                 self._process(distribution_id, files[half:], now, report)
                 return
-            reason = "timed out: " + str(exc) if isinstance(exc, QueryTimedOut) else str(exc)
-            self._publish_unreadable(files[0], reason, now, report)
+            timed_out = isinstance(exc, QueryTimedOut)
+            reason = "timed out: " + str(exc) if timed_out else str(exc)
+            # a file that times out is not half-written: retrying it would bill a full timeout on every run
+            self._publish_unreadable(files[0], reason, now, report, may_retry=not timed_out)
             return
         self._check_scan(result, files, report)
         age_check = now if self.sink.checks_timestamp_age else None
@@ -425,10 +423,12 @@ class Job:
                 "the files per query (docs/DEPLOY.md, ScanAmplification)"
             )
 
-    def _publish_unreadable(self, log_file: LogFile, reason: str, now: datetime, report: RunReport) -> None:
+    def _publish_unreadable(
+        self, log_file: LogFile, reason: str, now: datetime, report: RunReport, may_retry: bool = True
+    ) -> None:
         # a file's age by the wall clock (`now` is the run's scheduled time, which may lie in the past)
         age_s = None if log_file.modified is None else (self.clock() - log_file.modified).total_seconds()
-        if age_s is not None and age_s < self.options.young_file_retry.total_seconds():
+        if may_retry and age_s is not None and age_s < self.options.young_file_retry.total_seconds():
             # maybe still being written: not recorded, so the next runs read it again
             age = int(age_s)
             self.log(

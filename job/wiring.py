@@ -294,7 +294,9 @@ def _trino(settings: Settings) -> Engine:
 def _duckdb(settings: Settings) -> Engine:
     from job.adapters.duckdb_engine import DuckDBEngine
 
-    return DuckDBEngine(SqlFile.load(TABLE_DDL, settings.sql_dir), settings.threads, settings.log_format)
+    return DuckDBEngine(
+        SqlFile.load(TABLE_DDL, settings.sql_dir), settings.threads, settings.log_format, settings.query_timeout_seconds
+    )
 
 
 def build_ledger(settings: Settings, clients: Clients, read_only: bool = False) -> Ledger:
