@@ -21,6 +21,9 @@ import pytest
 
 from job.core.timerange import check_rows, cloudwatch_takes, line_range
 from job.demo.sample_logs import HEADER, generate
+from job.handler import lambda_handler
+from job.query.sql_files import query_parameters
+from tests import test_handler_moto as harness
 from tests.conftest import (
     MetricReader,
     age_past_retry,
@@ -357,3 +360,50 @@ def test_sql_warns_past_athenas_query_text_limit_and_says_how_many_files_fit() -
     assert size(fit) <= 262_144 < size(fit + 1)
     small = run_cli(*base, "--file", files[0])
     assert small.code == 0 and "warning" not in small.err
+
+
+# -- the Athena path (the Lambda on moto, answered by DuckDB over the files each query names) -----------------------
+endpoint = harness.endpoint
+moto_aws = harness.aws
+
+
+class NamedFilesTwin(harness.AthenaTwin):
+    """Answers each query over exactly the files its "$path" parameter names, so the runner may halve a batch."""
+
+    def __call__(self, params: dict[str, Any], **_: Any) -> None:
+        literals: list[str] = params.get("ExecutionParameters", [])
+        distribution_id = literals[0].strip("'")
+        named = {x.strip("'") for x in literals if x.startswith("'s3://")}
+        files = [f for f in self.files_in_s3(distribution_id) if f.uri in named]
+        assert {f.uri for f in files} == named, "the query names files that are not in S3"
+        params_of = query_parameters(distribution_id, [f.hour for f in files], [f.uri for f in files])
+        self.queries += 1
+        self.inject(self.engine.query(self.query, params_of, files).rows)
+
+
+def test_the_lambda_on_athena_counts_out_of_range_lines_and_publishes_the_rest(
+    moto_aws: tuple[harness.AthenaTwin, Any], tmp_path: Path
+) -> None:
+    twin, s3 = moto_aws
+    twin.__class__ = NamedFilesTwin
+    distribution_id = unique_distribution("hostile", "athena-range")
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    hour = now.replace(minute=0) - timedelta(hours=2)
+    root = tmp_path / "logs"
+    generate(root, [distribution_id], hour, hours=2, lines_per_hour=200, files_per_hour=2)
+    write_log(root / f"{distribution_id}/{hour:%Y/%m/%d/%H}" / f"{distribution_id}.{hour:%Y-%m-%d-%H}.x.gz", [
+        line(now + timedelta(hours=3)),
+        line(datetime(2099, 1, 1, tzinfo=UTC)),
+        line(hour + timedelta(minutes=30)),
+    ])  # fmt: skip
+    requests, out, total = expected_counts(root, now)
+    assert out == {hour: 2}
+    harness.upload(s3, root)
+    summary = lambda_handler({"scheduled_time": now.strftime("%Y-%m-%dT%H:%M:%SZ")}, harness.FakeContext())
+    assert summary["status"] == "ok" and summary["out_of_range_lines"] == 2 and summary["lines"] == total
+    assert twin.queries > 1  # the batch was halved until the file stood alone
+    reader = MetricReader(boto3.client("cloudwatch"), harness.NAMESPACE)
+    base = (("DistributionId", distribution_id),)
+    span = (hour - timedelta(hours=1), now + timedelta(hours=2))
+    assert reader.sums("Requests", base, *span) == {m: float(n) for m, n in requests.items()}
+    assert reader.sums("OutOfRangeLines", base, *span) == {hour: 2.0}
