@@ -67,7 +67,7 @@ def expected_counts(root: Path, now: datetime | None) -> tuple[Counter[datetime]
     for path in sorted(root.rglob("*.gz")):
         year, month, day, hour = path.relative_to(root).parts[1:5]
         partition = datetime(int(year), int(month), int(day), int(hour), tzinfo=UTC)
-        for raw in read_lines(path):
+        for raw in read_lines_or_none(path):
             total += 1
             minute = classify(raw.split(b"\t")).minute
             if minute is None:
@@ -407,3 +407,32 @@ def test_the_lambda_on_athena_counts_out_of_range_lines_and_publishes_the_rest(
     span = (hour - timedelta(hours=1), now + timedelta(hours=2))
     assert reader.sums("Requests", base, *span) == {m: float(n) for m, n in requests.items()}
     assert reader.sums("OutOfRangeLines", base, *span) == {hour: 2.0}
+
+
+def test_a_root_holding_every_kind_at_once_completes_and_accounts_for_every_line(tmp_path: Path) -> None:
+    root = tmp_path / "logs"
+    hostile_tree(root)
+    write_log(root / PARTITION / f"{DIST}.2026-11-27-22.range*.gz",
+              [line(datetime(2099, 1, 1, tzinfo=UTC)), line(HOUR - timedelta(days=20)), line(HOUR)])  # fmt: skip
+    write_log(root / PARTITION / f"{DIST}.2026-11-27-22.malformed.gz", ["not-a-date\tx", line(HOUR, "-")])
+    junk = root / PARTITION / f"{DIST}.2026-11-27-22.junk[1].gz"
+    junk.write_bytes(b"\x1f\x8b\x08\x00truncated")
+    age_past_retry(junk)
+    requests, out, total = expected_counts(root, None)
+    code, err, records = jsonl_run(tmp_path, root)
+    assert code == 0, err
+    assert jsonl_sums(records, "Requests", BASE) == {m: float(n) for m, n in requests.items()}
+    assert jsonl_sums(records, "OutOfRangeLines", BASE) == {HOUR: float(out[HOUR])} == {HOUR: 2.0}
+    assert jsonl_sums(records, "MalformedLines", BASE) == {HOUR: 2.0}
+    assert jsonl_sums(records, "UnreadableFiles", BASE) == {HOUR: 1.0}
+    summary = parse_summary(err)
+    assert summary["lines"] == total == sum(requests.values()) + 2 + 2  # valid, out of range, malformed
+    assert summary["malformed"] == 2 and "2 line(s) out of range" in err and "1 unreadable file(s)" in err
+
+
+def read_lines_or_none(path: Path) -> list[bytes]:
+    """The record lines of a .gz file, or none when it cannot be read (the unreadable file has no lines)."""
+    try:
+        return read_lines(path)
+    except (OSError, EOFError):
+        return []
