@@ -18,13 +18,14 @@ from job.adapters.local_store import LocalLogStore
 from job.adapters.sinks import CLOUDWATCH_SETTLE
 from job.core.errors import CfMetricsError, ConfigError, SqlChangedError
 from job.core.files import Layout, LogFormat, describe_missing_files, validate_distribution_id
+from job.core.limits import MAX_ATHENA_QUERY_BYTES
 from job.core.metrics import DEFAULT_NAMESPACE, DOCUMENTED_RESULT_TYPES
 from job.core.status import format_age
 from job.core.validate import parse_result_types, validate_query_name, validate_s3_location
 from job.core.window import HourWindow, effective_window, parse_end, parse_time
 from job.query.sql_files import DEFAULT_SQL_DIR, MINUTE_METRICS, TABLE_DDL, SqlFile, query_parameters
 from job.query.sql_values import Varchar
-from job.runner import DEFAULT_MAX_FILES_PER_QUERY, Job
+from job.runner import DEFAULT_MAX_FILES_PER_QUERY, DEFAULT_YOUNG_FILE_RETRY, Job
 from job.wiring import DEFAULT_STATE, EngineKind, Settings, build_job
 
 # The CLI's name of each setting a ConfigError can name (core and wiring name settings neutrally).
@@ -34,6 +35,7 @@ FLAGS = {
     "athena_results": "--athena-results", "threads": "--threads", "query_timeout": "--query-timeout",
     "logs": "--logs", "state": "--state", "files_per_query": "--files-per-query", "trino_url": "--trino-url",
     "trino_schema": "--trino-schema", "endpoint_url": "--endpoint-url", "s3_endpoint_url": "--s3-endpoint-url",
+    "young_file_retry": "--retry-unreadable-for",
 }  # fmt: skip
 
 
@@ -80,6 +82,8 @@ def settings_from_args(args: argparse.Namespace, now: datetime) -> Settings:
         dry_run=getattr(args, "dry_run", False),
         accept_changed_sql=getattr(args, "accept_changed_sql", False),
         owner=f"{getpass.getuser()}@{socket.gethostname()}",
+        check_distributions=args.check_distributions,
+        young_file_retry=timedelta(seconds=args.retry_unreadable_for),
     )
     window = effective_window(
         _time("from", args.start), _time("to", args.end), now, checks_age=settings.checks_timestamp_age
@@ -184,7 +188,7 @@ def _explain_no_files(job: Job, report: Any) -> bool:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from job.core.status import build_status
+    from job.core.status import build_status, changed_files
 
     now = datetime.now(UTC)
     job = _build_job(args, now)
@@ -212,21 +216,27 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"pending batch {batch.id}: {len(batch.files)} file(s), {pending.sent}/{len(batch.requests)} "
             f"request(s) sent; waits for: {waits}"
         )
-    sizes = {r.uri: r.size for r in records}
-    for log_file in listing.files:
-        if log_file.uri in sizes and sizes[log_file.uri] != log_file.size:
-            print(f"changed since recorded: {log_file.uri} ({sizes[log_file.uri]:,} bytes then, {log_file.size:,} now)")
+    for log_file, record in changed_files(listing.files, records):
+        etags = f", ETag {record.etag} then, {log_file.etag} now" if record.etag and log_file.etag else ""
+        print(
+            f"changed since recorded: {log_file.uri} ({record.size:,} bytes then, {log_file.size:,} now{etags}); "
+            "its lines were published as recorded and are not published again"
+        )
     if not statuses:
         print("no log files and nothing recorded")
     for status in statuses:
         newest = f"{status.newest_processed_hour:%Y-%m-%dT%H}" if status.newest_processed_hour else "none"
         age = f", oldest pending file {format_age(status.oldest_pending_age)} old" if status.oldest_pending_age else ""
         print(f"\n{status.distribution_id}: newest processed partition {newest}, {status.files_pending} pending{age}")
-        print(f"  {'hour (UTC)':<14} {'files done':>10} {'lines':>12} {'malformed':>10} {'pending':>8} {'bytes':>12}")
+        print(
+            f"  {'hour (UTC)':<14} {'files done':>10} {'lines':>12} {'malformed':>10} {'out of range':>12} "
+            f"{'pending':>8} {'bytes':>12}"
+        )
         for hour in status.hours:
             print(
                 f"  {hour.hour:%Y-%m-%dT%H}  {hour.files_processed:>10,} {hour.lines_processed:>12,} "
-                f"{hour.malformed_lines:>10,} {hour.files_pending:>8,} {hour.bytes_pending:>12,}"
+                f"{hour.malformed_lines:>10,} {hour.out_of_range_lines:>12,} {hour.files_pending:>8,} "
+                f"{hour.bytes_pending:>12,}"
             )
         for uri, reason in status.unreadable:
             print(f"  unreadable: {uri}: {reason}")
@@ -278,8 +288,31 @@ def cmd_sql(args: argparse.Namespace) -> int:
         if "\n" in uri or "\x00" in uri:
             raise ConfigError(f"--file {uri!r}: a log file path cannot contain a newline or NUL")
     params = query_parameters(distribution_id, window.hours(), files)
-    print(SqlFile.load(validate_query_name(args.query), sql_dir).render_literal(params))
+    query = SqlFile.load(validate_query_name(args.query), sql_dir)
+    text = query.render_literal(params)
+    print(text)
+    size = len(text.encode())
+    if size > MAX_ATHENA_QUERY_BYTES:
+        fit = files_that_fit(query, distribution_id, window, files)
+        _log(
+            f"warning: the query is {size:,} bytes; Athena takes at most {MAX_ATHENA_QUERY_BYTES:,} bytes of query "
+            f"text, so it would refuse it. {fit:,} of these {len(files):,} files fit in one query; name fewer with "
+            "--file or a narrower --from/--to (cfmetrics run splits the files into queries by itself)"
+        )
     return 0
+
+
+def files_that_fit(query: SqlFile, distribution_id: str, window: HourWindow, files: Sequence[str]) -> int:
+    """How many of the files (in order) one rendered query names within Athena's query-text limit."""
+    low, high = 0, len(files)
+    while low < high:  # the largest count whose query fits: the text grows with every file
+        middle = (low + high + 1) // 2
+        params = query_parameters(distribution_id, window.hours(), list(files[:middle]))
+        if len(query.render_literal(params).encode()) <= MAX_ATHENA_QUERY_BYTES:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -315,6 +348,20 @@ def _job_options(parser: argparse.ArgumentParser, window_required: bool) -> None
         help="after a crash, wait this long before reading CloudWatch back to tell whether the request in flight "
         "arrived (default 180; 0 for an endpoint that shows data at once, like moto)",
     )
+    parser.add_argument(
+        "--check-distributions",
+        action="store_true",
+        help="read only distributions that exist in the AWS account (cloudfront:ListDistributions) when no "
+        "--distribution is named; others are skipped and named once (default: every folder of the root is read)",
+    )
+    parser.add_argument(
+        "--retry-unreadable-for",
+        type=float,
+        default=DEFAULT_YOUNG_FILE_RETRY.total_seconds(),
+        metavar="SECONDS",
+        help="a file the engine cannot read that was written less than this long ago may still be being written: "
+        "it is retried on the next runs instead of being recorded as unreadable (default 3600)",
+    )
     parser.add_argument("--threads", type=int, help="DuckDB threads (default: all cores)")
     parser.add_argument(
         "--engine", choices=[k.value for k in EngineKind], default="duckdb", help="query engine (default duckdb)"
@@ -335,7 +382,13 @@ def _job_options(parser: argparse.ArgumentParser, window_required: bool) -> None
     parser.add_argument("--workgroup", default="primary", help="Athena workgroup (default primary)")
     parser.add_argument("--database", default="cloudfront", help="Glue database of the log table (cloudfront)")
     parser.add_argument("--athena-results", metavar="S3URI", help="s3://bucket/prefix/ for Athena's query results")
-    parser.add_argument("--query-timeout", type=float, default=240.0, help="seconds to wait for one Athena query")
+    parser.add_argument(
+        "--query-timeout",
+        type=float,
+        default=240.0,
+        help="seconds one query may take (Athena and DuckDB); a query that takes longer is isolated like an "
+        "unreadable file: its batch is halved until the file is found, recorded with the reason 'timed out'",
+    )
     parser.add_argument(
         "--files-per-query",
         type=int,

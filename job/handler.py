@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from typing import Any
 
 from job.core.errors import ConfigError
@@ -35,6 +36,11 @@ VARIABLES = {
 }  # fmt: skip
 
 
+class Switch(Enum):
+    ON = "true"
+    OFF = "false"
+
+
 @dataclass(frozen=True)
 class HandlerConfig:
     """Everything the template sets as environment variables, validated."""
@@ -56,6 +62,9 @@ class HandlerConfig:
     # How the logs are written. On Athena the format lives in the Glue catalog (cloudfront_logs is the legacy table
     # or, for v2, the normalising view over cloudfront_logs_v2: docs/FORMATS.md); validated here all the same.
     log_format: LogFormat = LogFormat.LEGACY
+    # With DISTRIBUTIONS empty, read only the distributions that exist in the account (cloudfront:ListDistributions,
+    # once per run): made-up folders in the bucket would otherwise each create billed metrics.
+    check_distributions: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> HandlerConfig:
@@ -81,6 +90,7 @@ class HandlerConfig:
             files_per_query=int(read.positive("FILES_PER_QUERY", str(DEFAULT_MAX_FILES_PER_QUERY))),
             result_types=read.parsed("RESULT_TYPES", parse_result_types, ",".join(sorted(DOCUMENTED_RESULT_TYPES))),
             log_format=read.choice("LOG_FORMAT", LogFormat, LogFormat.LEGACY),
+            check_distributions=read.choice("CHECK_DISTRIBUTIONS", Switch, Switch.ON) is Switch.ON,
         )
 
     def settings(self, window: HourWindow, owner: str) -> Settings:
@@ -102,6 +112,7 @@ class HandlerConfig:
             query_timeout_seconds=self.query_timeout_seconds,
             files_per_query=self.files_per_query,
             owner=owner,
+            check_distributions=self.check_distributions,
         )
 
 
@@ -266,7 +277,15 @@ def _handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     scanned = sum(s.data_scanned_bytes for s in stats)
     oldest_left = min((f.hour for f in report.files_left), default=None)
     health = RunHealth(
-        len(report.files_done), report.malformed_lines, scanned, 0, oldest_left, report.scan_amplification
+        len(report.files_done),
+        report.malformed_lines,
+        scanned,
+        0,
+        oldest_left,
+        report.scan_amplification,
+        out_of_range_lines=report.out_of_range_lines,
+        changed_files=len(report.changed_files),
+        skipped_distributions=len(report.skipped_distributions),
     )
     job.sink.put(config.namespace, health_datums(health, now))
     summary = {
@@ -277,6 +296,11 @@ def _handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         "files_left": len(report.files_left),
         "lines": report.lines,
         "malformed_lines": report.malformed_lines,
+        "out_of_range_lines": report.out_of_range_lines,
+        "unreadable_files": len(report.unreadable_files),
+        "changed_files": len(report.changed_files),
+        "retry_later_files": len(report.retry_later),
+        "skipped_distributions": report.skipped_distributions[:10],
         "datums": report.datums,
         "requests": report.requests,
         "bytes_scanned": scanned,

@@ -94,8 +94,9 @@ class Ledger(Protocol):
 
     def set_fingerprint(self, target: Target, fingerprint: str, at: datetime) -> None: ...
 
-    def file_records(self, target: Target) -> list[FileRecord]:
-        """Every recorded file of the target, for `cfmetrics status`."""
+    def file_records(self, target: Target, files: Sequence[LogFile] | None = None) -> list[FileRecord]:
+        """Every recorded file of the target (`cfmetrics status`), or those among `files` (what a run compares
+        with the listing: size and ETag)."""
         ...
 
 

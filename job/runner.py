@@ -6,18 +6,19 @@ import itertools
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import groupby
 
-from job.core.batch import Batch, PendingBatch, Target
+from job.core.batch import Batch, FileRecord, PendingBatch, Target
 from job.core.errors import (
     InFlightUnknown,
     MetricOwnedError,
     PublishAmbiguous,
     PublishError,
     PublishNotSent,
+    QueryTimedOut,
     SqlChangedError,
     UnreadableFileError,
 )
@@ -27,16 +28,20 @@ from job.core.metrics import (
     DOCUMENTED_RESULT_TYPES,
     MALFORMED_LINES,
     MAX_SCAN_AMPLIFICATION,
+    OUT_OF_RANGE_LINES,
     UNREADABLE_FILES,
     Datum,
     Unit,
     datums_from_rows,
     malformed_lines_datums,
+    out_of_range_datums,
     published_metric_names,
     scan_amplification,
 )
 from job.core.packing import CLOUDWATCH_LIMITS, RequestLimits, check_datums, datum_wire_bytes, pack
 from job.core.receipts import Outcome, Reading, minute_of, next_attempt_time, receipt_datum
+from job.core.status import changed_files
+from job.core.timerange import check_rows, cloudwatch_takes
 from job.core.window import HourWindow
 from job.ports import Engine, Ledger, LogStore, QueryResult, Sink
 from job.query.sql_files import SqlFile, query_parameters
@@ -58,7 +63,12 @@ MAX_ATTEMPTS_PER_REQUEST = 3
 RECEIPT_POLL_SECONDS = 15.0
 # Metrics every query publishes about its input: only the query that owns them publishes them, so a second query
 # over the same files (status_5xx.sql beside minute_metrics.sql) does not count the same bad lines twice.
-ACCOUNT_METRICS = frozenset({MALFORMED_LINES, UNREADABLE_FILES})
+ACCOUNT_METRICS = frozenset({MALFORMED_LINES, UNREADABLE_FILES, OUT_OF_RANGE_LINES})
+# A file the engine cannot read now may still be being written (a local copy, an `aws s3 sync`, a shipper that
+# writes in place): while it is younger than this it is retried on the next runs, not recorded as unreadable.
+DEFAULT_YOUNG_FILE_RETRY = timedelta(hours=1)
+# How many of a kind (changed files, skipped distributions, unknown result types) a run's log names.
+SHOWN_IN_LOG = 10
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,7 @@ class RunOptions:
     dry_run: bool = False
     accept_changed_sql: bool = False
     request_limits: RequestLimits = CLOUDWATCH_LIMITS
+    young_file_retry: timedelta = DEFAULT_YOUNG_FILE_RETRY
 
 
 @dataclass
@@ -86,6 +97,7 @@ class RunReport:
     resumed_batches: int = 0
     lines: int = 0
     malformed_lines: int = 0
+    out_of_range_lines: int = 0
     datums: int = 0
     requests: int = 0
     unrecognised_paths: tuple[str, ...] = ()
@@ -98,6 +110,9 @@ class RunReport:
     stopped_early: bool = False
     resolved_in_run: int = 0  # requests whose answer was lost, resolved by their receipt within the run
     other_ledgers: tuple[str, ...] = ()  # other ledgers whose receipts the namespace holds: other deployments
+    changed_files: list[str] = field(default_factory=list)  # recorded files whose size or ETag differ now
+    skipped_distributions: list[str] = field(default_factory=list)  # not in the account: not read
+    retry_later: list[str] = field(default_factory=list)  # young unreadable files, retried next run
 
     def athena_estimate(self) -> tuple[int, float]:
         """(bytes billed, USD) if every chunk ran as one Athena query over its gzip files."""
@@ -108,7 +123,17 @@ class RunReport:
         return (
             f"{self.files_already} file(s) already published, {self.files_new} new; {self.lines:,} lines "
             f"({self.malformed_lines:,} malformed) -> {self.datums:,} datums in {self.requests:,} PutMetricData "
-            f"request(s)" + (f"; resumed {self.resumed_batches} interrupted batch(es)" if self.resumed_batches else "")
+            f"request(s)"
+            + (f"; resumed {self.resumed_batches} interrupted batch(es)" if self.resumed_batches else "")
+            + (f"; {self.out_of_range_lines:,} line(s) out of range" if self.out_of_range_lines else "")
+            + (f"; {len(self.unreadable_files)} unreadable file(s)" if self.unreadable_files else "")
+            + (f"; {len(self.changed_files)} changed file(s)" if self.changed_files else "")
+            + (f"; {len(self.retry_later)} file(s) to retry" if self.retry_later else "")
+            + (
+                f"; {len(self.skipped_distributions)} unknown distribution(s) skipped"
+                if self.skipped_distributions
+                else ""
+            )
         )
 
 
@@ -196,8 +221,11 @@ class Job:
         on_progress: Callable[[RunReport, list[LogFile]], None] = lambda report, chunk: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], None] = time.sleep,
+        known_distributions: Callable[[], Collection[str]] | None = None,
     ) -> None:
         self.store, self.engine, self.ledger, self.sink, self.query = store, engine, ledger, sink, query
+        # The distributions that exist (the Lambda asks CloudFront once per run); None: every one listed is read.
+        self.known_distributions = known_distributions
         self.options = options
         self.log = log
         self.should_stop = should_stop
@@ -289,15 +317,51 @@ class Job:
         report.unrecognised_paths = listing.unrecognised
         for path in listing.unrecognised[:10]:
             self.log(f"skipped {path}: fits neither <DistributionId>/yyyy/MM/dd/HH/ nor the Hive-style layout")
-        recorded = self.ledger.recorded(self.target, listing.files)
-        report.files_listed = len(listing.files)
-        new = [f for f in listing.files if f.uri not in recorded]
+        listed = self._known(listing.files, report)
+        records = {r.uri: r for r in self.ledger.file_records(self.target, listed)}
+        report.files_listed = len(listed)
+        self._report_changed(listed, records, report)
+        new = [f for f in listed if f.uri not in records]
         report.files_already = report.files_listed - len(new)
         report.files_new = len(new)
         report.bytes_new = sum(f.size for f in new)
         window = self.options.window or "all partitions"
         self.log(f"{self.store} ({window}): {report.files_already} file(s) already published, {len(new)} new")
         return new
+
+    def _known(self, files: Sequence[LogFile], report: RunReport) -> list[LogFile]:
+        """The files of distributions that exist; the others are skipped (each distribution makes billed metrics),
+        named once per run and counted (SkippedDistributions)."""
+        if self.known_distributions is None:
+            return list(files)
+        known = set(self.known_distributions())
+        skipped = sorted({f.distribution_id for f in files} - known)
+        if skipped:
+            report.skipped_distributions = skipped
+            count = sum(1 for f in files if f.distribution_id in set(skipped))
+            shown = ", ".join(skipped[:SHOWN_IN_LOG]) + (f" and {len(skipped) - SHOWN_IN_LOG} more" if len(skipped) >
+                                                         SHOWN_IN_LOG else "")  # fmt: skip
+            self.log(
+                f"skipped {len(skipped)} distribution(s) that do not exist in the account ({shown}): {count} file(s) "
+                "not read; name a distribution explicitly (Distributions, --distribution) to read it anyway"
+            )
+        return [f for f in files if f.distribution_id in known]
+
+    def _report_changed(self, listed: Sequence[LogFile], records: dict[str, FileRecord], report: RunReport) -> None:
+        """A recorded file that differs now (rewritten, a zero-byte object filled in, a copy caught half-written)
+        is named and counted; its lines are never published a second time."""
+        for log_file, record in changed_files(listed, list(records.values())):
+            report.changed_files.append(log_file.uri)
+            if len(report.changed_files) <= SHOWN_IN_LOG:
+                self.log(
+                    f"CHANGED {log_file.uri}: {record.size:,} bytes"
+                    + (f" (ETag {record.etag})" if record.etag else "")
+                    + f" when recorded, {log_file.size:,}"
+                    + (f" (ETag {log_file.etag})" if log_file.etag else "")
+                    + " now; not published again (cfmetrics status lists it)"
+                )
+        if len(report.changed_files) > SHOWN_IN_LOG:
+            self.log(f"... and {len(report.changed_files) - SHOWN_IN_LOG} more changed file(s)")
 
     def _run(self, now: datetime, report: RunReport) -> RunReport:
         new = self._new_files(report)
@@ -315,7 +379,17 @@ class Job:
             self.on_progress(report, chunk)
         done = set(report.files_done)
         report.files_left = [f for f in new if f not in done]
+        self._log_other_result_types(report)
         return report
+
+    def _log_other_result_types(self, report: RunReport) -> None:
+        """Once per run, however many distinct values: how many lines, and the first few values."""
+        if not report.other_result_types:
+            return
+        values = sorted(report.other_result_types)
+        shown = ", ".join(repr(v[:100]) for v in values[:SHOWN_IN_LOG])
+        more = f" and {len(values) - SHOWN_IN_LOG:,} more" if len(values) > SHOWN_IN_LOG else ""
+        self.log(f"{len(values):,} unknown x-edge-result-type value(s) published as ResultType=Other: {shown}{more}")
 
     def plan(self, new: Sequence[LogFile]) -> list[list[LogFile]]:
         """One query per chunk: one distribution's files, within Athena's query-size limit."""
@@ -339,27 +413,53 @@ class Job:
         params = query_parameters(distribution_id, [f.hour for f in files], [f.uri for f in files])
         try:
             result = self.engine.query(self.query, params, files)
-        except UnreadableFileError as exc:
+        except UnreadableFileError as exc:  # a query that timed out too: a gzip bomb, a file too large to read
             if len(files) > 1:
                 half = len(files) // 2
                 self._process(distribution_id, files[:half], now, report)
                 self._process(distribution_id, files[half:], now, report)
                 return
-            self._publish_unreadable(files[0], str(exc), now, report)
+            timed_out = isinstance(exc, QueryTimedOut)
+            reason = "timed out: " + str(exc) if timed_out else str(exc)
+            # a file that times out is not half-written: retrying it would bill a full timeout on every run
+            self._publish_unreadable(files[0], reason, now, report, may_retry=not timed_out)
             return
         self._check_scan(result, files, report)
-        metrics = datums_from_rows(result.rows, distribution_id, self.options.result_types, result.rejected_lines)
+        age_check = now if self.sink.checks_timestamp_age else None
+        in_range = check_rows(result.rows, [f.hour for f in files], age_check)
+        if in_range.out_of_range_minutes and len(files) > 1:
+            # Which file holds them decides the partition hour they are counted under: isolate it by halving,
+            # as for an unreadable file (only input with such lines costs the extra queries).
+            half = len(files) // 2
+            self._process(distribution_id, files[:half], now, report)
+            self._process(distribution_id, files[half:], now, report)
+            return
+        out_of_range = {files[0].uri: in_range.out_of_range_lines} if in_range.out_of_range_lines else {}
+        if in_range.out_of_range_minutes:
+            first, last = in_range.out_of_range_minutes[0], in_range.out_of_range_minutes[-1]
+            self.log(
+                f"OUT OF RANGE {files[0].uri}: {in_range.out_of_range_lines:,} line(s) in "
+                f"{len(in_range.out_of_range_minutes):,} minute(s) from {first:%Y-%m-%dT%H:%MZ} to "
+                f"{last:%Y-%m-%dT%H:%MZ}, outside what CloudFront writes for partition {files[0].hour:%Y-%m-%dT%H}"
+                + (" or what CloudWatch takes now" if age_check else "")
+                + "; skipped, counted in OutOfRangeLines"
+            )
+        rows = list(in_range.rows)
+        metrics = datums_from_rows(rows, distribution_id, self.options.result_types, result.rejected_lines)
         file_lines = {
             # a file with no line (empty, header only) has no row of its own
             f.uri: (metrics.files[f.uri].lines, metrics.files[f.uri].malformed) if f.uri in metrics.files else (0, 0)
             for f in files
         }
-        datums = metrics.datums
-        if self._publishes_accounts:
-            datums += malformed_lines_datums(distribution_id, files, file_lines)
-        check_datums(datums, now if self.sink.checks_timestamp_age else None)
-        for raw in sorted(metrics.other_result_types - report.other_result_types):
-            self.log(f"{distribution_id}: unknown x-edge-result-type {raw!r} published as ResultType=Other")
+        accounts = malformed_lines_datums(distribution_id, files, file_lines) + out_of_range_datums(
+            distribution_id, files, out_of_range
+        )
+        # the accounts carry the partition hour: one CloudWatch no longer takes is counted in the ledger only
+        accounts = tuple(d for d in accounts if age_check is None or cloudwatch_takes(d.timestamp, age_check))
+        # only the query that owns the accounts publishes them (a second query over the same files counts no
+        # bad line twice)
+        datums = metrics.datums + (accounts if self._publishes_accounts else ())
+        check_datums(datums, age_check)
         report.other_result_types |= metrics.other_result_types
         requests = pack(datums, self._data_limits())
         batch = Batch(
@@ -367,14 +467,16 @@ class Job:
             target=self.target,
             files=tuple(files),
             requests=tuple(requests),
-            lines=metrics.requests + metrics.malformed_lines,
+            lines=metrics.requests + metrics.malformed_lines + in_range.out_of_range_lines,
             malformed_lines=metrics.malformed_lines,
             file_lines=file_lines,
+            out_of_range=out_of_range,
         )
         self.log(
             f"{distribution_id}: {len(files)} file(s), {batch.lines:,} lines ({batch.malformed_lines:,} malformed) "
             f"-> {len(datums):,} datums in {len(requests)} request(s)"
         )
+        report.out_of_range_lines += in_range.out_of_range_lines
         self._start(batch, len(datums), now, report)
 
     def _check_scan(self, result: QueryResult, files: Sequence[LogFile], report: RunReport) -> None:
@@ -392,7 +494,20 @@ class Job:
                 "the files per query (docs/DEPLOY.md, ScanAmplification)"
             )
 
-    def _publish_unreadable(self, log_file: LogFile, reason: str, now: datetime, report: RunReport) -> None:
+    def _publish_unreadable(
+        self, log_file: LogFile, reason: str, now: datetime, report: RunReport, may_retry: bool = True
+    ) -> None:
+        # a file's age by the wall clock (`now` is the run's scheduled time, which may lie in the past)
+        age_s = None if log_file.modified is None else (self.clock() - log_file.modified).total_seconds()
+        if may_retry and age_s is not None and age_s < self.options.young_file_retry.total_seconds():
+            # maybe still being written: not recorded, so the next runs read it again
+            age = int(age_s)
+            self.log(
+                f"RETRY LATER {log_file.uri}: {reason} (written {age} s ago, younger than "
+                f"{self.options.young_file_retry}: may still be being written; retried on the next runs)"
+            )
+            report.retry_later.append(log_file.uri)
+            return
         self.log(f"UNREADABLE {log_file.uri}: {reason}")
         report.unreadable_files.append(log_file.uri)
         datum = Datum(

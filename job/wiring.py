@@ -20,7 +20,7 @@ from job.core.window import HourWindow
 from job.ports import Engine, Ledger, LogStore, Sink
 from job.query.sql_files import DEFAULT_SQL_DIR, MINUTE_METRICS, TABLE_DDL, SqlFile
 from job.query.translate import check_syntax
-from job.runner import DEFAULT_MAX_FILES_PER_QUERY, MAX_FILES_PER_QUERY, Job, RunOptions
+from job.runner import DEFAULT_MAX_FILES_PER_QUERY, DEFAULT_YOUNG_FILE_RETRY, MAX_FILES_PER_QUERY, Job, RunOptions
 
 DEFAULT_STATE = ".cfmetrics-state"
 DEFAULT_QUERY_TIMEOUT_SECONDS = 240.0
@@ -69,6 +69,10 @@ class Settings:
     owner: str = "local"  # who holds the S3 ledger's lease: a request id, user@host
     lease: timedelta | None = None  # how long the S3 ledger's lease lasts; None: LEASE_DURATION (the handler: its
     # function's timeout plus LEASE_MARGIN)
+    # Read only the distributions that exist in the account (cloudfront:ListDistributions, once per run) when
+    # none is named: the Lambda's default; the CLI's --check-distributions.
+    check_distributions: bool = False
+    young_file_retry: timedelta = DEFAULT_YOUNG_FILE_RETRY  # an unreadable file this young is retried next run
 
     def __post_init__(self) -> None:
         validate_namespace(self.namespace)
@@ -80,6 +84,10 @@ class Settings:
         if not 1 <= self.files_per_query <= MAX_FILES_PER_QUERY:
             raise ConfigError(
                 f"files per query {self.files_per_query}: expected 1 to {MAX_FILES_PER_QUERY:,}", "files_per_query"
+            )
+        if self.young_file_retry < timedelta(0):
+            raise ConfigError(
+                f"young file retry {self.young_file_retry}: expected zero or more seconds", "young_file_retry"
             )
         if self.query_timeout_seconds <= 0:
             raise ConfigError(
@@ -288,7 +296,9 @@ def _trino(settings: Settings) -> Engine:
 def _duckdb(settings: Settings) -> Engine:
     from job.adapters.duckdb_engine import DuckDBEngine
 
-    return DuckDBEngine(SqlFile.load(TABLE_DDL, settings.sql_dir), settings.threads, settings.log_format)
+    return DuckDBEngine(
+        SqlFile.load(TABLE_DDL, settings.sql_dir), settings.threads, settings.log_format, settings.query_timeout_seconds
+    )
 
 
 def build_ledger(settings: Settings, clients: Clients, read_only: bool = False) -> Ledger:
@@ -335,5 +345,21 @@ def build_job(
         max_files_per_query=settings.files_per_query,
         dry_run=settings.dry_run,
         accept_changed_sql=settings.accept_changed_sql,
+        young_file_retry=settings.young_file_retry,
     )
-    return Job(store, engine, ledger, sink, query, options, log=log, **hooks)
+    known = _known_distributions(clients) if settings.check_distributions and not settings.distributions else None
+    return Job(store, engine, ledger, sink, query, options, log=log, known_distributions=known, **hooks)
+
+
+def _known_distributions(clients: Clients) -> Callable[[], frozenset[str]]:
+    """ListDistributions, asked once per Job (a run) however often it is called."""
+    cache: list[frozenset[str]] = []
+
+    def known() -> frozenset[str]:
+        if not cache:
+            from job.adapters.cloudfront import distribution_ids
+
+            cache.append(distribution_ids(clients.client("cloudfront")))
+        return cache[0]
+
+    return known

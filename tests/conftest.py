@@ -301,3 +301,31 @@ def assert_cloudwatch_matches(reader: MetricReader, reference: Reference, start:
     found = reader.read(queries, start, end)
     for query, want, got in zip(queries, expected, found, strict=True):
         assert got == want, f"{query.metric} {query.stat} {dict(query.dimensions)}: CloudWatch differs"
+
+
+def age_past_retry(path: Path, hours: float = 2.0) -> None:
+    """Set a file's modification time `hours` back: older than the run's retry period for young unreadable files."""
+    import os
+    import time
+
+    then = time.time() - hours * 3600
+    os.utime(path, (then, then))
+
+
+def create_distributions(client: Any, count: int) -> list[str]:
+    """Create `count` CloudFront distributions (on moto) and return their ids, as ListDistributions gives them."""
+    ids = []
+    for number in range(count):
+        config = {
+            "CallerReference": f"cfmetrics-test-{number}-{datetime.now(UTC).timestamp()}",
+            "Comment": "cfmetrics test",
+            "Enabled": True,
+            "Origins": {"Quantity": 1, "Items": [{"Id": "o", "DomainName": "origin.example.com",
+                                                  "CustomOriginConfig": {"HTTPPort": 80, "HTTPSPort": 443,
+                                                                         "OriginProtocolPolicy": "https-only"}}]},
+            "DefaultCacheBehavior": {"TargetOriginId": "o", "ViewerProtocolPolicy": "allow-all",
+                                     "MinTTL": 0, "ForwardedValues": {"QueryString": False,
+                                                                      "Cookies": {"Forward": "none"}}},
+        }  # fmt: skip
+        ids.append(str(client.create_distribution(DistributionConfig=config)["Distribution"]["Id"]))
+    return ids

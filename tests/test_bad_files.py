@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from job.demo.sample_logs import HEADER, generate
-from tests.conftest import jsonl_sums, read_jsonl, run_cli
+from tests.conftest import age_past_retry, jsonl_sums, read_jsonl, run_cli
 from tests.reference import scan_tree
 
 DIST = "E8BADFILES01"
@@ -50,6 +50,7 @@ def test_unreadable_file_is_reported_and_the_rest_counted(tmp_path: Path, kind: 
     expected = scan_tree(root)
     bad = root / PARTITION / f"{DIST}.2026-11-27-22.{kind}.gz"
     bad.write_bytes(BAD_FILES[kind])
+    age_past_retry(bad)
     code, err, records = run(tmp_path, root)
     assert code == 0, err
     assert requests(records) == {m: float(n) for m, n in expected.requests(DIST).items()}

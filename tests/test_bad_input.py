@@ -20,7 +20,7 @@ from job.ports import QueryResult
 from job.query.sql_files import MINUTE_METRICS, SqlFile
 from job.query.sql_values import SqlValue
 from job.runner import Job, RunOptions
-from tests.conftest import jsonl_sums, read_jsonl, run_cli
+from tests.conftest import age_past_retry, jsonl_sums, read_jsonl, run_cli
 from tests.reference import scan_tree
 
 DIST = "E7BADINPUT01"
@@ -49,6 +49,7 @@ def test_unreadable_file_is_isolated_recorded_and_reported(tmp_path: Path) -> No
     generate(root, [DIST], HOUR, hours=2, lines_per_hour=300, files_per_hour=4)
     junk = root / DIST / "2026/11/27/23" / f"{DIST}.2026-11-27-23.junk.gz"
     junk.write_bytes(b"\x1f\x8b\x08\x00truncated")
+    age_past_retry(junk)
     expected = scan_tree(root, only=[p for p in root.rglob("*.gz") if p != junk])
 
     engine, ledger = PickyEngine(), LocalLedger(tmp_path / "state")

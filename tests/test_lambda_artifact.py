@@ -29,6 +29,7 @@ import pytest
 from job.demo.moto_server import moto_server
 from job.demo.sample_logs import generate
 from lambda_build.artifact import REPO, artifact_modules
+from tests.conftest import create_distributions
 from tests.test_handler_moto import (
     COLUMN_TYPES,
     LOG_BUCKET,
@@ -231,8 +232,15 @@ def test_the_metrics_handler_runs_in_lambda(
     now = datetime.now(UTC).replace(minute=5, second=0, microsecond=0)
     first = now.replace(minute=0) - timedelta(hours=3)
     root = tmp_path / "logs"
-    distributions = ["E1ARTIFACT", "E2ARTIFACT"]
+    # two that exist in the account, and a made-up folder the handler skips (cloudfront:ListDistributions)
+    distributions = create_distributions(boto3.client("cloudfront"), 2)
     generate(root, distributions, first, hours=2, lines_per_hour=400, files_per_hour=2)
+    generate(root / "made-up", ["E9MADEUPFOLDER"], first, hours=1, lines_per_hour=10)
+    for path in (root / "made-up").rglob("*.gz"):
+        target = root / path.relative_to(root / "made-up")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path.rename(target)
+    shutil.rmtree(root / "made-up")
     paths = upload(s3, root)
     downloads = tmp_path / "downloads"
     downloads.mkdir()
@@ -244,7 +252,9 @@ def test_the_metrics_handler_runs_in_lambda(
     env = {**_aws_env(endpoint), **ENV_VARS}
 
     summary = run_in_lambda(lambda_python, metrics_artifact, INVOKE.format(event=event), env)
-    assert summary["status"] == "ok" and summary["files_processed"] == len(paths)
+    made_up = [p for p in paths if "E9MADEUPFOLDER" in p.name]
+    assert made_up and summary["skipped_distributions"] == ["E9MADEUPFOLDER"]
+    assert summary["status"] == "ok" and summary["files_processed"] == len(paths) - len(made_up)
     window = (first - timedelta(hours=1), now + timedelta(hours=1))
     for distribution_id in distributions:
         expected = reference_requests([p for p in paths if distribution_id in p.name])

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from job.core.errors import EngineError, UnreadableFileError
+from job.core.errors import EngineError, QueryTimedOut, UnreadableFileError
 from job.core.files import LogFile
 from job.core.limits import ATHENA_MIN_BYTES_PER_QUERY
 from job.ports import QueryResult, Row
@@ -28,6 +28,10 @@ class AthenaQueryFailed(EngineError):
 
 class AthenaUnreadableData(AthenaQueryFailed, UnreadableFileError):
     """Athena failed on a file's data (not gzip, truncated, not text): the file's fault."""
+
+
+class AthenaQueryTimedOut(AthenaQueryFailed, QueryTimedOut):
+    """Athena did not finish the query in time (stopped): the runner halves the batch to find the file."""
 
 
 # Athena's reasons when the data of a file, not the query or the service, is at fault.
@@ -106,5 +110,5 @@ class AthenaEngine:
                 raise AthenaQueryFailed(query_id, state, reason)
             if self.monotonic() > deadline:
                 wr.athena.stop_query_execution(query_id, boto3_session=self.boto3_session)
-                raise AthenaQueryFailed(query_id, "TIMED OUT", f"still {state} after {self.timeout_seconds:.0f} s")
+                raise AthenaQueryTimedOut(query_id, "TIMED OUT", f"still {state} after {self.timeout_seconds:.0f} s")
             self.sleep(POLL_SECONDS)

@@ -7,11 +7,15 @@ and the normalising view sql/cloudfront_logs_v2_view.sql, translated like any qu
 
 from __future__ import annotations
 
+import os
+import tempfile
+import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from job.adapters.duckdb_readers import TextLayout, select_columns, text_layout
-from job.core.errors import EngineError, UnreadableFileError
+from job.core.errors import EngineError, QueryTimedOut, UnreadableFileError
 from job.core.files import LogFile, LogFormat
 from job.ports import QueryResult
 from job.query.ddl import NORMALISING_VIEW, TableSpec, V2Table, ddl_name, table_spec, v2_table, view_sql
@@ -44,15 +48,35 @@ def _by_compression(files: Sequence[LogFile]) -> dict[str, list[LogFile]]:
     return groups
 
 
+def safe_names(files: Sequence[LogFile], folder: str) -> list[LogFile]:
+    """Each file behind a symbolic link of a plain name (000000.gz, 000001, ...) in `folder`: DuckDB expands
+    `*`, `?`, `[...]` and `{a,b}` in every path it is given (and takes `?` for a URL query), so a file named with
+    them would read other files of the batch, or none. Only `.gz` is kept of the name, as compression follows it."""
+    safe = []
+    for number, log_file in enumerate(files):
+        source = os.path.abspath(log_file.readable_path)
+        link = os.path.join(folder, f"{number:06d}" + (".gz" if source.endswith(".gz") else ""))
+        os.symlink(source, link)
+        safe.append(replace(log_file, local_path=link))
+    return safe
+
+
 class DuckDBEngine:
     """Runs sql/ on DuckDB after sqlglot translation; the table is a view over exactly the files of each query."""
 
     name = "duckdb"
 
     def __init__(
-        self, ddl: SqlFile | None = None, threads: int | None = None, log_format: LogFormat = LogFormat.LEGACY
+        self,
+        ddl: SqlFile | None = None,
+        threads: int | None = None,
+        log_format: LogFormat = LogFormat.LEGACY,
+        timeout_seconds: float | None = None,
     ) -> None:
         self.log_format = log_format
+        # A query still running after this long is interrupted (a gzip bomb: gigabytes from a small file) and
+        # reported as QueryTimedOut, which the runner isolates like an unreadable file. None: no limit.
+        self.timeout_seconds = timeout_seconds
         legacy = ddl or SqlFile.load(TABLE_DDL)
         # v2: the format's own DDL and the normalising view, from the folder of the legacy DDL (--sql-dir)
         self.v2: V2Table | None = None
@@ -204,6 +228,19 @@ class DuckDBEngine:
     def query(self, sql: SqlFile, params: Mapping[str, SqlValue], files: Sequence[LogFile]) -> QueryResult:
         if not files:
             return QueryResult([])
+        timer = None
+        if self.timeout_seconds is not None:
+            timer = threading.Timer(self.timeout_seconds, self.connection.interrupt)
+            timer.daemon = True
+            timer.start()
+        try:
+            with tempfile.TemporaryDirectory(prefix="cfmetrics-read-") as folder:
+                return self._query(sql, params, safe_names(files, folder))
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _query(self, sql: SqlFile, params: Mapping[str, SqlValue], files: Sequence[LogFile]) -> QueryResult:
         import duckdb
 
         rendered = sql.render_placeholders(params)
@@ -218,6 +255,10 @@ class DuckDBEngine:
             names = [d[0] for d in cursor.description or ()]
             rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
             return QueryResult(rows, self._rejected(files))
+        except duckdb.InterruptException as exc:
+            raise QueryTimedOut(
+                f"{sql.path}: DuckDB query over {len(files)} file(s) still running after {self.timeout_seconds} s"
+            ) from exc
         except duckdb.Error as exc:
             message = f"{sql.path}: DuckDB failed on {len(files)} file(s): {exc}"
             if isinstance(exc, duckdb.IOException | duckdb.InvalidInputException) and any(

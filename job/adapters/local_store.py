@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from job.core.errors import LayoutError
@@ -36,7 +37,11 @@ class LocalLogStore:
                 continue
             if window is not None and not window.contains(parsed.hour):
                 continue
-            files.append(LogFile(parsed.distribution_id, parsed.hour, str(path), path.stat().st_size, parsed.layout))
+            stat = path.stat()
+            modified = datetime.fromtimestamp(stat.st_mtime, UTC)
+            files.append(
+                LogFile(parsed.distribution_id, parsed.hour, str(path), stat.st_size, parsed.layout, modified=modified)
+            )
         return Listing(tuple(sorted(files)), tuple(sorted(unrecognised)))
 
     @staticmethod

@@ -177,18 +177,30 @@ class S3Ledger:
     def set_fingerprint(self, target: Target, fingerprint: str, at: datetime) -> None:
         self._put(f"{self._root(target)}query.json", {"fingerprint": fingerprint, "at": at.isoformat()})
 
-    def file_records(self, target: Target) -> list[FileRecord]:
+    def file_records(self, target: Target, files: Sequence[LogFile] | None = None) -> list[FileRecord]:
         records = []
-        for key in self._keys(f"{self._root(target)}files/"):
+        if files is None:
+            keys: list[str] = list(self._keys(f"{self._root(target)}files/"))
+        else:
+            keys = sorted({self._partition_key(target, f.distribution_id, f.hour) for f in files})
+        wanted = None if files is None else {f.uri for f in files}
+        for key in keys:
             current = self._get(key)
             if current is None or not key.endswith(".json"):
                 continue
             distribution_id, stamp = key.removesuffix(".json").split("/")[-2:]
             hour = datetime.strptime(stamp, "%Y%m%d%H").replace(tzinfo=UTC)
             for uri, info in current[0]["files"].items():
+                if wanted is not None and uri not in wanted:
+                    continue
                 lines, malformed = info.get("lines"), info.get("malformed_lines")
                 reason = info.get("unreadable")
-                records.append(FileRecord(uri, distribution_id, hour, int(info["size"]), lines, malformed, reason))
+                records.append(
+                    FileRecord(
+                        uri, distribution_id, hour, int(info["size"]), lines, malformed, reason,
+                        info.get("out_of_range_lines"), info.get("etag"),
+                    )
+                )  # fmt: skip
         return sorted(records, key=lambda r: r.uri)
 
     def pending(self, target: Target) -> list[PendingBatch]:
@@ -287,6 +299,8 @@ class S3Ledger:
                 lines, malformed = batch.file_lines.get(log_file.uri, (None, None))
                 record = {"size": log_file.size, "batch": batch.id, "at": at.isoformat(), "lines": lines}
                 record["unreadable"] = batch.unreadable.get(log_file.uri)
+                record["out_of_range_lines"] = batch.out_of_range.get(log_file.uri, 0)
+                record["etag"] = log_file.etag
                 body["files"].setdefault(log_file.uri, {**record, "malformed_lines": malformed})
             if self._put(key, body, if_match=etag, create_only=etag is None):
                 return

@@ -82,7 +82,14 @@ class S3LogStore:
                     if window is not None and not window.contains(parsed.hour):
                         continue
                     uri = f"s3://{self.bucket}/{item['Key']}"
-                    files.append(LogFile(parsed.distribution_id, parsed.hour, uri, int(item["Size"]), parsed.layout))
+                    etag = str(item["ETag"]) if item.get("ETag") else None
+                    modified = item.get("LastModified")
+                    files.append(
+                        LogFile(
+                            parsed.distribution_id, parsed.hour, uri, int(item["Size"]), parsed.layout,
+                            etag=etag, modified=modified if isinstance(modified, datetime) else None,
+                        )
+                    )  # fmt: skip
         return Listing(tuple(sorted(files)), tuple(sorted(unrecognised)))
 
 

@@ -21,7 +21,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
   target TEXT NOT NULL, uri TEXT NOT NULL, distribution_id TEXT NOT NULL, hour TEXT NOT NULL, size INTEGER NOT NULL,
   batch_id TEXT NOT NULL, recorded_at TEXT NOT NULL, lines INTEGER, malformed_lines INTEGER, unreadable TEXT,
-  PRIMARY KEY (target, uri));
+  out_of_range_lines INTEGER, etag TEXT, PRIMARY KEY (target, uri));
 CREATE TABLE IF NOT EXISTS queries (target TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, recorded_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS batches (
   id TEXT PRIMARY KEY, target TEXT NOT NULL, created_at TEXT NOT NULL, payload TEXT NOT NULL,
@@ -45,6 +45,8 @@ _ADDED_COLUMNS = (
     ("files", "malformed_lines", "INTEGER"),
     ("files", "unreadable", "TEXT"),
     ("batches", "in_flight_at", "TEXT"),
+    ("files", "out_of_range_lines", "INTEGER"),
+    ("files", "etag", "TEXT"),
 )
 
 
@@ -146,13 +148,17 @@ class LocalLedger:
             at.isoformat(),
         )
 
-    def file_records(self, target: Target) -> list[FileRecord]:
-        rows = self.db.execute(
-            "SELECT uri, distribution_id, hour, size, lines, malformed_lines, unreadable FROM files WHERE target = ? "
-            "ORDER BY uri",
-            (target.key,),
-        )
-        return [FileRecord(u, d, datetime.fromisoformat(h), s, n, m, r) for u, d, h, s, n, m, r in rows]
+    def file_records(self, target: Target, files: Sequence[LogFile] | None = None) -> list[FileRecord]:
+        columns = "uri, distribution_id, hour, size, lines, malformed_lines, unreadable, out_of_range_lines, etag"
+        if files is None:
+            rows = self.db.execute(f"SELECT {columns} FROM files WHERE target = ? ORDER BY uri", (target.key,))
+        else:
+            rows = self.db.execute(
+                f"SELECT {columns} FROM files WHERE target = ? AND uri IN (SELECT value FROM json_each(?)) "
+                "ORDER BY uri",
+                (target.key, json.dumps([f.uri for f in files])),
+            )
+        return [FileRecord(u, d, datetime.fromisoformat(h), s, n, m, r, o, e) for u, d, h, s, n, m, r, o, e in rows]
 
     def recorded(self, target: Target, files: Sequence[LogFile] | None = None) -> set[str]:
         if files is None:
@@ -249,9 +255,10 @@ class LocalLedger:
                 raise sqlite3.IntegrityError(f"{uri} was already recorded by another batch")
             self.db.executemany(
                 "INSERT OR IGNORE INTO files (target, uri, distribution_id, hour, size, batch_id, recorded_at, lines, "
-                "malformed_lines, unreadable) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "malformed_lines, unreadable, out_of_range_lines, etag) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(batch.target.key, f.uri, f.distribution_id, f.hour.isoformat(), f.size, batch_id, at.isoformat(),
-                  *batch.file_lines.get(f.uri, (None, None)), batch.unreadable.get(f.uri)) for f in batch.files],
+                  *batch.file_lines.get(f.uri, (None, None)), batch.unreadable.get(f.uri),
+                  batch.out_of_range.get(f.uri, 0), f.etag) for f in batch.files],
             )  # fmt: skip
             self.db.execute("UPDATE batches SET committed_at = ? WHERE id = ?", (at.isoformat(), batch_id))
             self.db.execute("COMMIT")

@@ -54,6 +54,8 @@ class Batch:
     file_lines: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     # uri -> why the engine could not read it
     unreadable: Mapping[str, str] = field(default_factory=dict)
+    # uri -> lines skipped because their minute is out of range (core/timerange.py)
+    out_of_range: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def namespace(self) -> str:
@@ -75,6 +77,7 @@ class Batch:
                     "hour": f.hour.isoformat(),
                     "size": f.size,
                     "layout": f.layout.value,
+                    **({"etag": f.etag} if f.etag else {}),
                 }
                 for f in self.files
             ],
@@ -83,6 +86,7 @@ class Batch:
             "malformed_lines": self.malformed_lines,
             "file_lines": {uri: list(counts) for uri, counts in self.file_lines.items()},
             "unreadable": dict(self.unreadable),
+            "out_of_range": dict(self.out_of_range),
         }
 
     @classmethod
@@ -92,7 +96,14 @@ class Batch:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Batch:
         files = tuple(
-            LogFile(f["distribution_id"], datetime.fromisoformat(f["hour"]), f["uri"], f["size"], Layout(f["layout"]))
+            LogFile(
+                f["distribution_id"],
+                datetime.fromisoformat(f["hour"]),
+                f["uri"],
+                f["size"],
+                Layout(f["layout"]),
+                etag=f.get("etag"),
+            )
             for f in data["files"]
         )
         requests = tuple(tuple(Datum.from_json(d) for d in request) for request in data["requests"])
@@ -106,6 +117,7 @@ class Batch:
             data["malformed_lines"],
             file_lines,
             data.get("unreadable", {}),
+            {uri: int(n) for uri, n in data.get("out_of_range", {}).items()},
         )
 
 
@@ -128,6 +140,8 @@ class FileRecord:
     lines: int | None
     malformed_lines: int | None
     unreadable: str | None = None
+    out_of_range_lines: int | None = None
+    etag: str | None = None  # S3's ETag when recorded (local files: None; their size is compared)
 
 
 def oldest_batch_for(keys: Collection[DatumKey]) -> datetime:

@@ -68,3 +68,7 @@ class MetricOwnedError(CfMetricsError):
 class UnreadableFileError(EngineError):
     """The engine could not read a log file's data (not gzip, truncated, binary junk): the file's fault, not the
     engine's; the run records the file as unreadable instead of failing on it forever."""
+
+
+class QueryTimedOut(UnreadableFileError):
+    """A query did not finish in time (a gzip bomb, a huge file): isolated and recorded like an unreadable file."""

@@ -68,6 +68,10 @@ class LogFile:
     layout: Layout = field(compare=False)
     # Where the engine reads the bytes when that is not `uri` (an S3 file downloaded for DuckDB).
     local_path: str | None = field(default=None, compare=False)
+    # What the store says of the file's version: S3's ETag (None for local files), and when it was last written
+    # (a file young enough may still be being written: an unreadable one is retried, core/timerange.py).
+    etag: str | None = field(default=None, compare=False)
+    modified: datetime | None = field(default=None, compare=False)
 
     @property
     def readable_path(self) -> str:

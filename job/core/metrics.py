@@ -64,6 +64,13 @@ def extra_metric_name(column: str) -> str:
 # The job's accounts of bad input, per distribution and hour of the files' partition.
 MALFORMED_LINES = "MalformedLines"
 UNREADABLE_FILES = "UnreadableFiles"
+# Lines whose minute CloudFront cannot have written for the file's partition hour, or CloudWatch refuses
+# (core/timerange.py): skipped, counted per partition hour like MalformedLines.
+OUT_OF_RANGE_LINES = "OutOfRangeLines"
+# Health metrics (dimension Job) of hostile input: recorded files that differ from what was recorded, and
+# distributions skipped because the account has no such distribution (cardinality: each metric is billed).
+CHANGED_FILES = "ChangedFiles"
+SKIPPED_DISTRIBUTIONS = "SkippedDistributions"
 
 
 def malformed_lines_datums(
@@ -76,6 +83,21 @@ def malformed_lines_datums(
     base = (("DistributionId", distribution_id),)
     return tuple(
         Datum(MALFORMED_LINES, base, hour, Unit.COUNT, value=float(count))
+        for hour, count in sorted(per_hour.items())
+        if count
+    )
+
+
+def out_of_range_datums(
+    distribution_id: str, files: Iterable[Any], out_of_range: Mapping[str, int]
+) -> tuple[Datum, ...]:
+    """OutOfRangeLines per partition hour of the files (timestamp: the hour's start), only where there were any."""
+    per_hour: dict[datetime, int] = defaultdict(int)
+    for log_file in files:
+        per_hour[log_file.hour] += out_of_range.get(log_file.uri, 0)
+    base = (("DistributionId", distribution_id),)
+    return tuple(
+        Datum(OUT_OF_RANGE_LINES, base, hour, Unit.COUNT, value=float(count))
         for hour, count in sorted(per_hour.items())
         if count
     )
@@ -94,7 +116,7 @@ DatumKey = tuple[str, tuple[tuple[str, str], ...], datetime]
 def published_metric_names(columns: Iterable[str]) -> frozenset[str]:
     """The metric names a query with these output columns publishes (datums_from_rows is the contract), with the
     accounts of bad input every query publishes: what the ledger's one-owner-per-metric rule compares."""
-    names = {MALFORMED_LINES, UNREADABLE_FILES}
+    names = {MALFORMED_LINES, UNREADABLE_FILES, OUT_OF_RANGE_LINES}
     lowered = {c.lower() for c in columns}
     if "requests" in lowered:
         names.add(Metric.REQUESTS.value)
@@ -295,6 +317,9 @@ class RunHealth:
     errors: int
     oldest_hour_left: datetime | None = None  # the partition hour of the oldest file left for a later run
     scan_amplification: float | None = None  # the largest of the run's queries, where the engine reports scans
+    out_of_range_lines: int = 0
+    changed_files: int = 0
+    skipped_distributions: int = 0
 
 
 def health_datums(health: RunHealth, now: datetime) -> list[Datum]:
@@ -309,6 +334,9 @@ def health_datums(health: RunHealth, now: datetime) -> list[Datum]:
         ("BytesScanned", float(health.bytes_scanned), Unit.BYTES),
         ("LagSeconds", lag, Unit.SECONDS),
         ("Errors", float(health.errors), Unit.COUNT),
+        (OUT_OF_RANGE_LINES, float(health.out_of_range_lines), Unit.COUNT),
+        (CHANGED_FILES, float(health.changed_files), Unit.COUNT),
+        (SKIPPED_DISTRIBUTIONS, float(health.skipped_distributions), Unit.COUNT),
     ]
     if health.scan_amplification is not None:
         figures.append((SCAN_AMPLIFICATION, round(health.scan_amplification, 3), Unit.NONE))

@@ -20,6 +20,7 @@ class HourStatus:
     malformed_lines: int
     files_pending: int
     bytes_pending: int
+    out_of_range_lines: int = 0
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class DistributionStatus:
 def build_status(listed: Sequence[LogFile], records: Sequence[FileRecord], now: datetime) -> list[DistributionStatus]:
     """Join what the store lists with what the ledger recorded; a file's age counts from the end of its hour."""
     recorded = {r.uri: r for r in records}
-    cells: dict[tuple[str, datetime], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
+    cells: dict[tuple[str, datetime], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0, 0])
     pending_hours: dict[str, list[datetime]] = defaultdict(list)
     for log_file in listed:
         cell = cells[(log_file.distribution_id, log_file.hour)]
@@ -49,6 +50,7 @@ def build_status(listed: Sequence[LogFile], records: Sequence[FileRecord], now: 
         cell[0] += 1
         cell[1] += record.lines or 0
         cell[2] += record.malformed_lines or 0
+        cell[5] += record.out_of_range_lines or 0
     result = []
     for distribution_id in sorted({d for d, _ in cells}):
         hours = tuple(
@@ -63,6 +65,20 @@ def build_status(listed: Sequence[LogFile], records: Sequence[FileRecord], now: 
         newest = max(processed, default=None)
         result.append(DistributionStatus(distribution_id, hours, newest, len(pending), oldest, unreadable))
     return result
+
+
+def changed_files(listed: Sequence[LogFile], records: Sequence[FileRecord]) -> list[tuple[LogFile, FileRecord]]:
+    """Recorded files that differ from what was recorded: another size, or (S3) another ETag."""
+    by_uri = {r.uri: r for r in records}
+    changed = []
+    for log_file in listed:
+        record = by_uri.get(log_file.uri)
+        if record is None:
+            continue
+        etags = record.etag is not None and log_file.etag is not None
+        if record.size != log_file.size or (etags and record.etag != log_file.etag):
+            changed.append((log_file, record))
+    return changed
 
 
 def format_age(age: timedelta) -> str:
