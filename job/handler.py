@@ -15,7 +15,18 @@ from typing import Any
 from job.core.errors import ConfigError
 from job.core.files import Layout, LogFormat, validate_distribution_id
 from job.core.limits import MAX_LOG_DELIVERY_DELAY
-from job.core.metrics import DEFAULT_NAMESPACE, DOCUMENTED_RESULT_TYPES, RunHealth, health_datums
+from job.core.metrics import (
+    DEFAULT_EDGE_LOCATION_CAP,
+    DEFAULT_METRIC_GROUPS,
+    DEFAULT_NAMESPACE,
+    DOCUMENTED_RESULT_TYPES,
+    MetricGroup,
+    RunHealth,
+    format_metric_groups,
+    health_datums,
+    parse_metric_groups,
+    validate_edge_location_cap,
+)
 from job.core.validate import parse_result_types, validate_namespace
 from job.core.window import HourWindow, floor_hour, parse_time
 from job.environment import Environment
@@ -31,6 +42,7 @@ DEFAULT_LOOKBACK = MAX_LOG_DELIVERY_DELAY + timedelta(hours=2)
 VARIABLES = {
     "namespace": "NAMESPACE", "result_types": "RESULT_TYPES", "distributions": "DISTRIBUTIONS",
     "scheduled_time": "the event's scheduled_time", "files_per_query": "FILES_PER_QUERY",
+    "metric_groups": "METRIC_GROUPS", "edge_location_cap": "EDGE_LOCATION_CAP",
 }  # fmt: skip
 
 
@@ -55,6 +67,8 @@ class HandlerConfig:
     # How the logs are written. On Athena the format lives in the Glue catalog (cloudfront_logs is the legacy table
     # or, for v2, the normalising view over cloudfront_logs_v2: docs/FORMATS.md); validated here all the same.
     log_format: LogFormat = LogFormat.LEGACY
+    metric_groups: frozenset[MetricGroup] = DEFAULT_METRIC_GROUPS
+    edge_location_cap: int = DEFAULT_EDGE_LOCATION_CAP
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> HandlerConfig:
@@ -80,6 +94,8 @@ class HandlerConfig:
             files_per_query=int(read.positive("FILES_PER_QUERY", str(DEFAULT_MAX_FILES_PER_QUERY))),
             result_types=read.parsed("RESULT_TYPES", parse_result_types, ",".join(sorted(DOCUMENTED_RESULT_TYPES))),
             log_format=read.choice("LOG_FORMAT", LogFormat, LogFormat.LEGACY),
+            metric_groups=read.parsed("METRIC_GROUPS", parse_metric_groups, DEFAULT_GROUPS_TEXT),
+            edge_location_cap=read.parsed("EDGE_LOCATION_CAP", _edge_location_cap, str(DEFAULT_EDGE_LOCATION_CAP)),
         )
 
     def settings(self, window: HourWindow, owner: str) -> Settings:
@@ -95,6 +111,8 @@ class HandlerConfig:
             log_format=self.log_format,
             distributions=self.distributions,
             result_types=self.result_types,
+            metric_groups=self.metric_groups,
+            edge_location_cap=self.edge_location_cap,
             workgroup=self.workgroup,
             database=self.database,
             athena_results=f"s3://{self.results_bucket}/{self.results_prefix}",
@@ -102,6 +120,17 @@ class HandlerConfig:
             files_per_query=self.files_per_query,
             owner=owner,
         )
+
+
+DEFAULT_GROUPS_TEXT = format_metric_groups(DEFAULT_METRIC_GROUPS)
+
+
+def _edge_location_cap(raw: str) -> int:
+    try:
+        cap = int(raw)
+    except ValueError:
+        raise ConfigError(f"edge location cap {raw!r}: expected a whole number", "edge_location_cap") from None
+    return validate_edge_location_cap(cap)
 
 
 def scheduled_time(event: Mapping[str, Any], fallback: datetime) -> datetime:

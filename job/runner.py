@@ -15,11 +15,14 @@ from job.core.errors import InFlightUnknown, SqlChangedError, UnreadableFileErro
 from job.core.files import LogFile
 from job.core.limits import ATHENA_MIN_BYTES_PER_QUERY, ATHENA_USD_PER_TB, MAX_ATHENA_QUERY_BYTES, MAX_DATAPOINT_AGE
 from job.core.metrics import (
+    DEFAULT_EDGE_LOCATION_CAP,
+    DEFAULT_METRIC_GROUPS,
     DOCUMENTED_RESULT_TYPES,
     MAX_SCAN_AMPLIFICATION,
     UNREADABLE_FILES,
     Datum,
     DatumKey,
+    MetricGroup,
     Unit,
     datums_from_rows,
     malformed_lines_datums,
@@ -52,6 +55,8 @@ class RunOptions:
     dry_run: bool = False
     accept_changed_sql: bool = False
     request_limits: RequestLimits = CLOUDWATCH_LIMITS
+    metric_groups: frozenset[MetricGroup] = DEFAULT_METRIC_GROUPS
+    edge_location_cap: int = DEFAULT_EDGE_LOCATION_CAP
 
 
 @dataclass
@@ -281,7 +286,14 @@ class Job:
             self._publish_unreadable(files[0], str(exc), now, report)
             return
         self._check_scan(result, files, report)
-        metrics = datums_from_rows(result.rows, distribution_id, self.options.result_types, result.rejected_lines)
+        metrics = datums_from_rows(
+            result.rows,
+            distribution_id,
+            self.options.result_types,
+            result.rejected_lines,
+            self.options.metric_groups,
+            self.options.edge_location_cap,
+        )
         file_lines = {
             # a file with no line (empty, header only) has no row of its own
             f.uri: (metrics.files[f.uri].lines, metrics.files[f.uri].malformed) if f.uri in metrics.files else (0, 0)
