@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 from itertools import groupby
 
 from job.core.batch import Batch, PendingBatch, Target
+from job.core.cost import athena_query_bill
 from job.core.errors import InFlightUnknown, SqlChangedError, UnreadableFileError
 from job.core.files import LogFile
-from job.core.limits import ATHENA_MIN_BYTES_PER_QUERY, ATHENA_USD_PER_TB, MAX_ATHENA_QUERY_BYTES, MAX_DATAPOINT_AGE
+from job.core.limits import MAX_ATHENA_QUERY_BYTES, MAX_DATAPOINT_AGE
 from job.core.metrics import (
     DEFAULT_EDGE_LOCATION_CAP,
     DEFAULT_METRIC_GROUPS,
@@ -85,8 +86,7 @@ class RunReport:
 
     def athena_estimate(self) -> tuple[int, float]:
         """(bytes billed, USD) if every chunk ran as one Athena query over its gzip files."""
-        billed = sum(max(ATHENA_MIN_BYTES_PER_QUERY, sum(f.size for f in chunk)) for chunk in self.chunks)
-        return billed, billed / 1e12 * ATHENA_USD_PER_TB
+        return athena_query_bill(sum(f.size for f in chunk) for chunk in self.chunks)
 
     def summary(self) -> str:
         return (

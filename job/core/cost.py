@@ -120,6 +120,13 @@ def _ordered(groups: Iterable[MetricGroup]) -> list[MetricGroup]:
     return [g for g in MetricGroup if g in chosen]
 
 
+def athena_query_bill(query_bytes: Iterable[int]) -> tuple[int, float]:
+    """(bytes billed, USD) of Athena queries that read these many bytes each: at least 10 MB a query. The model of
+    `cfmetrics cost` and of the dry runs' estimate (`run --dry-run`, `backfill --dry-run`)."""
+    billed = sum(max(ATHENA_MIN_BYTES_PER_QUERY, size) for size in query_bytes)
+    return billed, billed / 1e12 * ATHENA_USD_PER_TB
+
+
 def athena_billed_bytes_per_day(given: CostInput) -> float:
     """Each run queries every distribution with new files once; each query bills at least 10 MB."""
     per_distribution = given.requests_per_day / given.distributions * GZIP_BYTES_PER_REQUEST
@@ -146,7 +153,7 @@ def monthly_bill(given: CostInput) -> list[CostLine]:
     lines.append(CostLine("CloudWatch PutMetricData", requests, "requests", "$0.01/1,000",
                           requests / 1000 * CLOUDWATCH_USD_PER_1000_PUT_REQUESTS))  # fmt: skip
     billed = DAYS_PER_MONTH * athena_billed_bytes_per_day(given)
-    usd = billed / 1e12 * ATHENA_USD_PER_TB
+    usd = billed / 1e12 * ATHENA_USD_PER_TB  # athena_query_bill over a month of queries of the same size
     lines.append(
         CostLine("Athena (10 MB minimum per query)", billed / 1e9, "GB scanned", f"${ATHENA_USD_PER_TB:.2f}/TB", usd)
     )
