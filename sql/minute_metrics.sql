@@ -12,7 +12,7 @@
 --   71  (minute, status_class)    requests per status class: '2xx' for 200-299, '0xx' for 000, 'Other' for '-'
 --   39  (minute, ttfb_bucket_ms)  requests per time-to-first-byte bucket (ms; the buckets of time-taken)
 --   23  (minute, edge_location)   requests per edge location (the airport code: first 3 letters, else 'Other')
--- bytes_downloaded, on the minute's row, is the sum of sc-bytes (0 to 12 digits; anything else adds nothing).
+-- bytes_downloaded, on the minute's row, is the sum of sc-bytes (1 to 12 digits; anything else adds nothing).
 -- Older formats without time-to-first-byte count as requests, but not in its distribution.
 -- A line with no parseable date/time or no result type is malformed: its minute is NULL, so it counts in its
 -- file's lines but not in valid_requests. A line without a usable time-taken (older formats, '-') counts as a
