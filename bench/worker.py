@@ -146,8 +146,8 @@ def run_job(root: Path) -> dict[str, Any]:
         for datum in request:
             if datum.metric == "Requests" and len(datum.dimensions) == 1:
                 minutes += 1
-            elif datum.metric == "Requests" and datum.value is not None:
-                by_type[dict(datum.dimensions).get("ResultType", "?")] += int(datum.value)
+            elif datum.metric == "Requests" and datum.value is not None and "ResultType" in dict(datum.dimensions):
+                by_type[dict(datum.dimensions)["ResultType"]] += int(datum.value)
     estimates = [REQUEST_OVERHEAD_BYTES + sum(map(datum_wire_bytes, r)) for r in sink.requests]
     return {
         "seconds": seconds,

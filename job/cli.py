@@ -19,7 +19,15 @@ from job.adapters.sinks import CLOUDWATCH_SETTLE
 from job.core.errors import CfMetricsError, ConfigError, SqlChangedError
 from job.core.files import Layout, LogFormat, describe_missing_files, validate_distribution_id
 from job.core.limits import MAX_ATHENA_QUERY_BYTES
-from job.core.metrics import DEFAULT_NAMESPACE, DOCUMENTED_RESULT_TYPES
+from job.core.metrics import (
+    DEFAULT_EDGE_LOCATION_CAP,
+    DEFAULT_METRIC_GROUPS,
+    DEFAULT_NAMESPACE,
+    DOCUMENTED_RESULT_TYPES,
+    MetricGroup,
+    format_metric_groups,
+    parse_metric_groups,
+)
 from job.core.status import format_age
 from job.core.validate import parse_result_types, validate_query_name, validate_s3_location
 from job.core.window import HourWindow, effective_window, parse_end, parse_time
@@ -36,6 +44,8 @@ FLAGS = {
     "logs": "--logs", "state": "--state", "files_per_query": "--files-per-query", "trino_url": "--trino-url",
     "trino_schema": "--trino-schema", "endpoint_url": "--endpoint-url", "s3_endpoint_url": "--s3-endpoint-url",
     "young_file_retry": "--retry-unreadable-for",
+    "metric_groups": "--metrics", "edge_location_cap": "--edge-locations", "requests_per_day": "--requests-per-day",
+    "distribution_count": "--distributions", "schedule_minutes": "--schedule-minutes",
 }  # fmt: skip
 
 
@@ -66,6 +76,8 @@ def settings_from_args(args: argparse.Namespace, now: datetime) -> Settings:
         log_format=LogFormat(args.log_format),
         distributions=tuple(args.distribution or ()),
         result_types=parse_result_types(args.result_types),
+        metric_groups=parse_metric_groups(args.metrics),
+        edge_location_cap=args.edge_locations,
         region=args.region,
         endpoint_url=args.endpoint_url,
         s3_endpoint_url=args.s3_endpoint_url,
@@ -315,6 +327,25 @@ def files_that_fit(query: SqlFile, distribution_id: str, window: HourWindow, fil
     return low
 
 
+def cmd_cost(args: argparse.Namespace) -> int:
+    from job.core.cost import CostInput, format_bill, monthly_bill
+    from job.core.metrics import validate_edge_location_cap
+
+    given = CostInput(
+        requests_per_day=args.requests_per_day,
+        distributions=args.distributions,
+        groups=parse_metric_groups(args.metrics),
+        edge_location_cap=validate_edge_location_cap(args.edge_locations),
+        schedule_minutes=args.schedule_minutes,
+        lookback_hours=args.lookback_hours,
+        run_seconds=args.run_seconds,
+        memory_mb=args.memory_mb,
+        dashboard=not args.no_dashboard,
+    )
+    print(format_bill(given, monthly_bill(given)))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from job.demo.run import run_demo
 
@@ -377,6 +408,21 @@ def _job_options(parser: argparse.ArgumentParser, window_required: bool) -> None
     )
     parser.add_argument(
         "--log-format", choices=[m.value for m in LogFormat], default="legacy", help="how the log files are written"
+    )
+    parser.add_argument(
+        "--metrics",
+        default=format_metric_groups(DEFAULT_METRIC_GROUPS),
+        metavar="GROUPS",
+        help=f"metric groups to publish, of {', '.join(g.value for g in MetricGroup)}, 'default' or 'all' "
+        f"(default {format_metric_groups(DEFAULT_METRIC_GROUPS)}; README, 'The metric contract')",
+    )
+    parser.add_argument(
+        "--edge-locations",
+        type=int,
+        default=DEFAULT_EDGE_LOCATION_CAP,
+        metavar="N",
+        help=f"with the edge group: at most N edge locations by name per distribution and batch, the rest as "
+        f"EdgeLocation=Other (default {DEFAULT_EDGE_LOCATION_CAP})",
     )
     parser.add_argument("--s3-endpoint-url", help="S3 endpoint for an s3:// root or ledger (e.g. a moto server)")
     parser.add_argument("--workgroup", default="primary", help="Athena workgroup (default primary)")
@@ -479,6 +525,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _trino_options(sql)
     sql.set_defaults(func=cmd_sql)
+
+    cost = commands.add_parser(
+        "cost",
+        help="print the monthly bill of a deployment, by line, before deploying",
+        description="The monthly AWS bill of the deployed job (CloudWatch metrics by group, PutMetricData, Athena "
+        "with its 10 MB minimum per query, S3 LIST/GET, Lambda, alarms, the dashboard), with the prices it assumes "
+        "and their date; docs/COST.md has the formulas and the alternatives.",
+    )
+    cost.add_argument("--requests-per-day", type=int, required=True, metavar="N", help="requests a day, all together")
+    cost.add_argument("--distributions", type=int, default=1, metavar="K", help="distributions sharing them (1)")
+    cost.add_argument(
+        "--metrics",
+        default=format_metric_groups(DEFAULT_METRIC_GROUPS),
+        metavar="GROUPS",
+        help=f"metric groups (default {format_metric_groups(DEFAULT_METRIC_GROUPS)})",
+    )
+    cost.add_argument("--edge-locations", type=int, default=DEFAULT_EDGE_LOCATION_CAP, metavar="N",
+                      help="with the edge group: edge locations by name per distribution")  # fmt: skip
+    cost.add_argument("--schedule-minutes", type=int, default=5, metavar="M", help="minutes between runs (5)")
+    cost.add_argument("--lookback-hours", type=int, default=26, metavar="H", help="hours each run lists (26)")
+    cost.add_argument("--run-seconds", type=float, default=20.0, metavar="S", help="seconds per run (20)")
+    cost.add_argument("--memory-mb", type=int, default=1024, metavar="MB", help="the function's memory (1024)")
+    cost.add_argument("--no-dashboard", action="store_true", help="the stack without its dashboard")
+    cost.set_defaults(func=cmd_cost)
 
     demo = commands.add_parser(
         "demo",

@@ -17,7 +17,18 @@ from typing import Any
 from job.core.errors import ConfigError
 from job.core.files import Layout, LogFormat, validate_distribution_id
 from job.core.limits import MAX_LOG_DELIVERY_DELAY
-from job.core.metrics import DEFAULT_NAMESPACE, DOCUMENTED_RESULT_TYPES, RunHealth, health_datums
+from job.core.metrics import (
+    DEFAULT_EDGE_LOCATION_CAP,
+    DEFAULT_METRIC_GROUPS,
+    DEFAULT_NAMESPACE,
+    DOCUMENTED_RESULT_TYPES,
+    MetricGroup,
+    RunHealth,
+    format_metric_groups,
+    health_datums,
+    parse_metric_groups,
+    validate_edge_location_cap,
+)
 from job.core.validate import parse_result_types, validate_namespace
 from job.core.window import HourWindow, floor_hour, parse_time
 from job.environment import Environment
@@ -33,6 +44,8 @@ DEFAULT_LOOKBACK = MAX_LOG_DELIVERY_DELAY + timedelta(hours=2)
 VARIABLES = {
     "namespace": "NAMESPACE", "result_types": "RESULT_TYPES", "distributions": "DISTRIBUTIONS",
     "scheduled_time": "the event's scheduled_time", "files_per_query": "FILES_PER_QUERY",
+    "metric_groups": "METRIC_GROUPS", "edge_location_cap": "EDGE_LOCATION_CAP",
+    "accept_changed_sql": "ACCEPT_CHANGED_SQL",
 }  # fmt: skip
 
 
@@ -65,6 +78,10 @@ class HandlerConfig:
     # With DISTRIBUTIONS empty, read only the distributions that exist in the account (cloudfront:ListDistributions,
     # once per run): made-up folders in the bucket would otherwise each create billed metrics.
     check_distributions: bool = True
+    # After an upgrade changed the query's text: publish the files not yet published with the new text.
+    accept_changed_sql: bool = False
+    metric_groups: frozenset[MetricGroup] = DEFAULT_METRIC_GROUPS
+    edge_location_cap: int = DEFAULT_EDGE_LOCATION_CAP
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> HandlerConfig:
@@ -91,6 +108,9 @@ class HandlerConfig:
             result_types=read.parsed("RESULT_TYPES", parse_result_types, ",".join(sorted(DOCUMENTED_RESULT_TYPES))),
             log_format=read.choice("LOG_FORMAT", LogFormat, LogFormat.LEGACY),
             check_distributions=read.choice("CHECK_DISTRIBUTIONS", Switch, Switch.ON) is Switch.ON,
+            accept_changed_sql=read.choice("ACCEPT_CHANGED_SQL", Switch, Switch.OFF) is Switch.ON,
+            metric_groups=read.parsed("METRIC_GROUPS", parse_metric_groups, DEFAULT_GROUPS_TEXT),
+            edge_location_cap=read.parsed("EDGE_LOCATION_CAP", _edge_location_cap, str(DEFAULT_EDGE_LOCATION_CAP)),
         )
 
     def settings(self, window: HourWindow, owner: str) -> Settings:
@@ -106,6 +126,8 @@ class HandlerConfig:
             log_format=self.log_format,
             distributions=self.distributions,
             result_types=self.result_types,
+            metric_groups=self.metric_groups,
+            edge_location_cap=self.edge_location_cap,
             workgroup=self.workgroup,
             database=self.database,
             athena_results=f"s3://{self.results_bucket}/{self.results_prefix}",
@@ -113,7 +135,19 @@ class HandlerConfig:
             files_per_query=self.files_per_query,
             owner=owner,
             check_distributions=self.check_distributions,
+            accept_changed_sql=self.accept_changed_sql,
         )
+
+
+DEFAULT_GROUPS_TEXT = format_metric_groups(DEFAULT_METRIC_GROUPS)
+
+
+def _edge_location_cap(raw: str) -> int:
+    try:
+        cap = int(raw)
+    except ValueError:
+        raise ConfigError(f"edge location cap {raw!r}: expected a whole number", "edge_location_cap") from None
+    return validate_edge_location_cap(cap)
 
 
 def scheduled_time(event: Mapping[str, Any], fallback: datetime) -> datetime:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import groupby
 
 from job.core.batch import Batch, FileRecord, PendingBatch, Target
+from job.core.cost import athena_query_bill
 from job.core.errors import (
     InFlightUnknown,
     MetricOwnedError,
@@ -23,14 +24,17 @@ from job.core.errors import (
     UnreadableFileError,
 )
 from job.core.files import LogFile
-from job.core.limits import ATHENA_MIN_BYTES_PER_QUERY, ATHENA_USD_PER_TB, MAX_ATHENA_QUERY_BYTES, MAX_DATAPOINT_AGE
+from job.core.limits import MAX_ATHENA_QUERY_BYTES, MAX_DATAPOINT_AGE
 from job.core.metrics import (
+    DEFAULT_EDGE_LOCATION_CAP,
+    DEFAULT_METRIC_GROUPS,
     DOCUMENTED_RESULT_TYPES,
     MALFORMED_LINES,
     MAX_SCAN_AMPLIFICATION,
     OUT_OF_RANGE_LINES,
     UNREADABLE_FILES,
     Datum,
+    MetricGroup,
     Unit,
     datums_from_rows,
     malformed_lines_datums,
@@ -82,6 +86,8 @@ class RunOptions:
     accept_changed_sql: bool = False
     request_limits: RequestLimits = CLOUDWATCH_LIMITS
     young_file_retry: timedelta = DEFAULT_YOUNG_FILE_RETRY
+    metric_groups: frozenset[MetricGroup] = DEFAULT_METRIC_GROUPS
+    edge_location_cap: int = DEFAULT_EDGE_LOCATION_CAP
 
 
 @dataclass
@@ -116,8 +122,7 @@ class RunReport:
 
     def athena_estimate(self) -> tuple[int, float]:
         """(bytes billed, USD) if every chunk ran as one Athena query over its gzip files."""
-        billed = sum(max(ATHENA_MIN_BYTES_PER_QUERY, sum(f.size for f in chunk)) for chunk in self.chunks)
-        return billed, billed / 1e12 * ATHENA_USD_PER_TB
+        return athena_query_bill(sum(f.size for f in chunk) for chunk in self.chunks)
 
     def summary(self) -> str:
         return (
@@ -445,7 +450,14 @@ class Job:
                 + "; skipped, counted in OutOfRangeLines"
             )
         rows = list(in_range.rows)
-        metrics = datums_from_rows(rows, distribution_id, self.options.result_types, result.rejected_lines)
+        metrics = datums_from_rows(
+            rows,
+            distribution_id,
+            self.options.result_types,
+            result.rejected_lines,
+            self.options.metric_groups,
+            self.options.edge_location_cap,
+        )
         file_lines = {
             # a file with no line (empty, header only) has no row of its own
             f.uri: (metrics.files[f.uri].lines, metrics.files[f.uri].malformed) if f.uri in metrics.files else (0, 0)

@@ -14,7 +14,14 @@ from typing import Any
 from job.adapters.sinks import CLOUDWATCH_SETTLE
 from job.core.errors import ConfigError
 from job.core.files import Layout, LogFormat, validate_distribution_id
-from job.core.metrics import DEFAULT_NAMESPACE, DOCUMENTED_RESULT_TYPES
+from job.core.metrics import (
+    DEFAULT_EDGE_LOCATION_CAP,
+    DEFAULT_METRIC_GROUPS,
+    DEFAULT_NAMESPACE,
+    DOCUMENTED_RESULT_TYPES,
+    MetricGroup,
+    validate_edge_location_cap,
+)
 from job.core.validate import validate_namespace, validate_query_name
 from job.core.window import HourWindow
 from job.ports import Engine, Ledger, LogStore, Sink
@@ -51,6 +58,8 @@ class Settings:
     log_format: LogFormat = LogFormat.LEGACY
     distributions: tuple[str, ...] = ()
     result_types: frozenset[str] = DOCUMENTED_RESULT_TYPES
+    metric_groups: frozenset[MetricGroup] = DEFAULT_METRIC_GROUPS
+    edge_location_cap: int = DEFAULT_EDGE_LOCATION_CAP
     region: str | None = None
     endpoint_url: str | None = None  # CloudWatch's
     s3_endpoint_url: str | None = None
@@ -77,6 +86,9 @@ class Settings:
     def __post_init__(self) -> None:
         validate_namespace(self.namespace)
         validate_query_name(self.query)
+        if not self.metric_groups:
+            raise ConfigError("metric groups: expected at least one", "metric_groups")
+        validate_edge_location_cap(self.edge_location_cap)
         for distribution_id in self.distributions:
             validate_distribution_id(distribution_id)
         if self.threads is not None and self.threads < 1:
@@ -342,6 +354,8 @@ def build_job(
         window=settings.window,
         distributions=settings.distributions,
         result_types=settings.result_types,
+        metric_groups=settings.metric_groups,
+        edge_location_cap=settings.edge_location_cap,
         max_files_per_query=settings.files_per_query,
         dry_run=settings.dry_run,
         accept_changed_sql=settings.accept_changed_sql,

@@ -5,6 +5,12 @@ on TAB only, and '#' inside a line never treated as a comment. Per (distribution
 the requests per x-edge-result-type (field 13) and collects the time-taken values in ms (field 18,
 round(float * 1000)); a '-', missing, unparseable or negative time-taken is a request outside the distribution.
 
+The figures of the metric groups added later, from the same lines: the status class of sc-status (field 8: three
+digits 000-599 give the first digit and 'xx', anything else 'Other'), the bytes of sc-bytes (field 3: 1 to 12
+digits, anything else adds nothing), the time to first byte in ms (field 27, the time-taken rule; older lines
+without the field are requests outside its distribution) and the edge location (field 2: its first three
+characters when they are capital letters A-Z, else 'Other').
+
 The malformed rule (the SQL's): a line is malformed if date (field 0) + ' ' + time (field 1) do not parse as
 '%Y-%m-%d %H:%M:%S', or its result type is missing, '' or '-'.
 
@@ -28,6 +34,8 @@ from pathlib import Path
 
 HEADER_LINES = 2
 FIELD_DATE, FIELD_TIME, FIELD_RESULT_TYPE, FIELD_TIME_TAKEN = 0, 1, 13, 18
+FIELD_EDGE, FIELD_BYTES, FIELD_STATUS, FIELD_TTFB = 2, 3, 8, 27
+MAX_SECONDS = 86400
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 _PLAIN = re.compile(r"^([A-Z0-9]+)/\d{4}/\d{2}/\d{2}/\d{2}/[^/]+$")
@@ -41,6 +49,10 @@ class MinuteCounts:
     requests: int = 0
     by_result_type: Counter[str] = field(default_factory=Counter)
     time_taken_ms: list[int] = field(default_factory=list)
+    by_status_class: Counter[str] = field(default_factory=Counter)
+    bytes: int = 0
+    ttfb_ms: list[int] = field(default_factory=list)
+    by_edge: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,10 @@ class Line:
     minute: datetime | None
     result_type: str | None
     time_taken_ms: int | None
+    status_class: str = "Other"
+    bytes: int | None = None
+    ttfb_ms: int | None = None
+    edge: str = "Other"
 
 
 def _text(raw: bytes) -> str:
@@ -75,7 +91,26 @@ def classify(fields: Sequence[bytes]) -> Line:
             seconds = math.nan
         if math.isfinite(seconds) and seconds >= 0:
             taken = round(seconds * 1000)
-    return Line(minute, result_type if minute is not None else None, taken)
+    return Line(minute, result_type if minute is not None else None, taken, *_later_fields(fields))
+
+
+def _later_fields(fields: Sequence[bytes]) -> tuple[str, int | None, int | None, str]:
+    """(status class, bytes, time to first byte in ms, edge location) of one line, by the rules above."""
+    status = _text(fields[FIELD_STATUS]) if len(fields) > FIELD_STATUS else ""
+    status_class = status[0] + "xx" if len(status) == 3 and status.isdigit() and status[0] in "012345" else "Other"
+    raw_bytes = fields[FIELD_BYTES] if len(fields) > FIELD_BYTES else b""
+    size = int(raw_bytes) if 1 <= len(raw_bytes) <= 12 and all(48 <= b <= 57 for b in raw_bytes) else None
+    ttfb: int | None = None
+    if len(fields) > FIELD_TTFB:
+        try:
+            seconds = float(_text(fields[FIELD_TTFB]))
+        except ValueError:
+            seconds = math.nan
+        if math.isfinite(seconds) and 0 <= seconds < MAX_SECONDS:
+            ttfb = round(seconds * 1000)
+    edge_field = fields[FIELD_EDGE] if len(fields) > FIELD_EDGE else b""
+    edge = edge_field[:3].decode() if len(edge_field) >= 3 and all(65 <= b <= 90 for b in edge_field[:3]) else "Other"
+    return status_class, size, ttfb, edge
 
 
 def read_lines(path: Path) -> list[bytes]:
@@ -112,6 +147,11 @@ class Reference:
         counts.by_result_type[line.result_type] += 1
         if line.time_taken_ms is not None:
             counts.time_taken_ms.append(line.time_taken_ms)
+        counts.by_status_class[line.status_class] += 1
+        counts.bytes += line.bytes or 0
+        if line.ttfb_ms is not None:
+            counts.ttfb_ms.append(line.ttfb_ms)
+        counts.by_edge[line.edge] += 1
 
     @property
     def distributions(self) -> list[str]:
@@ -141,6 +181,38 @@ class Reference:
 
     def time_taken_values(self, distribution_id: str) -> dict[datetime, list[int]]:
         return {m: sorted(c.time_taken_ms) for m, c in self._of(distribution_id) if c.time_taken_ms}
+
+    def requests_by_status_class(self, distribution_id: str) -> dict[str, dict[datetime, int]]:
+        """{status class: {minute: requests}}."""
+        out: dict[str, dict[datetime, int]] = {}
+        for minute, counts in self._of(distribution_id):
+            for status_class, n in counts.by_status_class.items():
+                out.setdefault(status_class, {})[minute] = n
+        return out
+
+    def bytes_downloaded(self, distribution_id: str) -> dict[datetime, int]:
+        """The sum of sc-bytes per minute (every minute with a request, 0 when none has usable bytes)."""
+        return {m: c.bytes for m, c in self._of(distribution_id)}
+
+    def ttfb_values(self, distribution_id: str) -> dict[datetime, list[int]]:
+        """Time to first byte in ms per minute (minutes without any are left out)."""
+        return {m: sorted(c.ttfb_ms) for m, c in self._of(distribution_id) if c.ttfb_ms}
+
+    def requests_by_edge(self, distribution_id: str, cap: int) -> dict[str, dict[datetime, int]]:
+        """{edge location: {minute: requests}} with the `cap` busiest locations of all these lines by name (ties
+        by name) and the rest, the unrecognised ones included, as 'Other'."""
+        totals: Counter[str] = Counter()
+        for _, counts in self._of(distribution_id):
+            totals.update(counts.by_edge)
+        ranked = sorted((e for e in totals if e != "Other"), key=lambda e: (-totals[e], e))
+        named = set(ranked[:cap])
+        out: dict[str, dict[datetime, int]] = {}
+        for minute, counts in self._of(distribution_id):
+            for edge, n in counts.by_edge.items():
+                name = edge if edge in named else "Other"
+                per_minute = out.setdefault(name, {})
+                per_minute[minute] = per_minute.get(minute, 0) + n
+        return out
 
     def total_requests(self) -> int:
         return sum(c.requests for c in self.minutes.values())

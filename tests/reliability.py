@@ -198,7 +198,8 @@ def jsonl_counts(path: Path, namespace: str) -> Counter[Key]:
             continue
         dims = {d["Name"]: d["Value"] for d in record["Dimensions"]}
         minute = datetime.strptime(record["Timestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-        if record["MetricName"] == "Requests":
+        if record["MetricName"] == "Requests" and set(dims) <= {"DistributionId", "ResultType"}:
+            # (Requests by StatusClass and by EdgeLocation split the same requests another way: not counted here)
             counts[("R", dims["DistributionId"], dims.get("ResultType", ""), minute)] += int(record["Value"])
         elif record["MetricName"] == "TimeTaken":
             counts[("T", dims["DistributionId"], "", minute)] += int(sum(record["Counts"]))

@@ -138,6 +138,10 @@ def test_only_expected_metrics_and_dimensions_exist(published: Published, main_r
             expected.add((name, (("DistributionId", d),)))
         for result_type in ref.requests_by_type(d, mapping):
             expected.add(("Requests", (("DistributionId", d), ("ResultType", result_type))))
+        # the default metric groups beside core and percentiles: status, bytes, ttfb (not edge)
+        for status_class in ref.requests_by_status_class(d):
+            expected.add(("Requests", (("DistributionId", d), ("StatusClass", status_class))))
+        expected |= {("BytesDownloaded", (("DistributionId", d),)), ("TimeToFirstByte", (("DistributionId", d),))}
     # and one receipt metric for the query and its ledger (job/core/receipts.py)
     receipts = {f for f in found if f[0] == "PublishReceipt"}
     assert len(receipts) == 1 and [n for n, _ in next(iter(receipts))[1]] == ["Ledger", "Query"]

@@ -66,7 +66,7 @@ REAL_V2_HEADER = (
 )
 # A delivery that leaves out date and time (the minute comes from timestamp), in an order of its own.
 NO_DATE_TIME = ("timestamp", "DistributionId", "time-taken", "sc-status", "x-edge-result-type", "cs-uri-stem",
-                "c-ip", "x-edge-location", "cs(User-Agent)")  # fmt: skip
+                "c-ip", "x-edge-location", "cs(User-Agent)", "sc-bytes", "time-to-first-byte")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from job.demo.sample_logs import generate, write_log_file
 from job.handler import lambda_handler
 from job.query.sql_files import MINUTE_METRICS, SqlFile
 from job.query.sql_values import SqlValue, Varchar, VarcharList
+from tests.reference import Reference
 
 LOG_BUCKET, RESULTS_BUCKET, PREFIX, WORKGROUP, NAMESPACE = "cf-logs", "cf-results", "cloudfront/", "cfm", "Test/Handler"
 COLUMN_TYPES = {
@@ -40,6 +41,10 @@ COLUMN_TYPES = {
     "time_taken_p50_ms": "bigint",
     "time_taken_p90_ms": "bigint",
     "time_taken_p99_ms": "bigint",
+    "status_class": "varchar",
+    "ttfb_bucket_ms": "bigint",
+    "edge_location": "varchar",
+    "bytes_downloaded": "bigint",
 }
 
 
@@ -191,18 +196,23 @@ def upload(s3: Any, root: Path) -> list[Path]:
     return paths
 
 
-def cloudwatch_sums(distribution_id: str, start: datetime, end: datetime) -> Counter[datetime]:
+def cloudwatch_sums(
+    distribution_id: str,
+    start: datetime,
+    end: datetime,
+    metric: str = "Requests",
+    extra: tuple[tuple[str, str], ...] = (),
+    stat: str = "Sum",
+) -> Counter[datetime]:
     client = boto3.client("cloudwatch")
+    dimensions = [{"Name": "DistributionId", "Value": distribution_id}]
+    dimensions += [{"Name": name, "Value": value} for name, value in extra]
     query: Any = {
         "Id": "r",
         "MetricStat": {
-            "Metric": {
-                "Namespace": NAMESPACE,
-                "MetricName": "Requests",
-                "Dimensions": [{"Name": "DistributionId", "Value": distribution_id}],
-            },
+            "Metric": {"Namespace": NAMESPACE, "MetricName": metric, "Dimensions": dimensions},
             "Period": 60,
-            "Stat": "Sum",
+            "Stat": stat,
         },
     }
     sums: Counter[datetime] = Counter()
@@ -390,3 +400,69 @@ def test_handler_leases_the_s3_ledger_for_its_own_timeout_plus_a_margin(
     (settings,) = seen
     assert settings.lease == timedelta(milliseconds=remaining_ms) + LEASE_MARGIN
     assert settings.state.startswith("s3://")
+
+
+def test_handler_publishes_the_metric_groups_through_athena(
+    aws: tuple[AthenaTwin, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every metric group, read back from CloudWatch after the Athena path (CSV results through awswrangler),
+    equals the plain-Python reference: status classes, bytes and edge locations exactly (the cap applied), the
+    time to first byte's sample counts exactly; no batch percentiles when their group is off."""
+    twin, s3 = aws
+    monkeypatch.setenv("METRIC_GROUPS", "core,status,bytes,ttfb,edge")
+    monkeypatch.setenv("EDGE_LOCATION_CAP", "3")
+    now = datetime.now(UTC).replace(minute=5, second=0, microsecond=0)
+    first = now.replace(minute=0) - timedelta(hours=2)
+    root = tmp_path / "logs"
+    distribution_id = "E3HANDLERGROUPS"
+    generate(root, [distribution_id], first, hours=1, lines_per_hour=900, files_per_hour=1, seed=21)
+    paths = upload(s3, root)
+    summary = lambda_handler({"scheduled_time": now.strftime("%Y-%m-%dT%H:%M:%SZ")}, FakeContext())
+    assert summary["status"] == "ok" and twin.queries == 1
+
+    reference = Reference()
+    for path in paths:
+        reference.add_file(distribution_id, path)
+    window = (first - timedelta(hours=1), now + timedelta(hours=1))
+    status = reference.requests_by_status_class(distribution_id)
+    assert {"0xx", "2xx", "3xx", "4xx", "5xx"} <= set(status)
+    for status_class, per_minute in status.items():
+        got = cloudwatch_sums(distribution_id, *window, extra=(("StatusClass", status_class),))
+        assert got == Counter(per_minute), status_class
+    assert cloudwatch_sums(distribution_id, *window, "BytesDownloaded") == Counter(
+        reference.bytes_downloaded(distribution_id)
+    )
+    edges = reference.requests_by_edge(distribution_id, 3)
+    assert len(edges) == 4 and "Other" in edges  # six edge locations in the data: three by name, the rest Other
+    for edge, per_minute in edges.items():
+        assert cloudwatch_sums(distribution_id, *window, extra=(("EdgeLocation", edge),)) == Counter(per_minute)
+    ttfb = reference.ttfb_values(distribution_id)
+    got_counts = cloudwatch_sums(distribution_id, *window, "TimeToFirstByte", stat="SampleCount")
+    assert got_counts == Counter({m: len(v) for m, v in ttfb.items()})
+    assert cloudwatch_sums(distribution_id, *window, "TimeTakenP99", stat="SampleCount") == Counter()
+
+
+@pytest.mark.parametrize(("value", "accepted"), [(None, False), ("false", False), ("true", True)])
+def test_handler_accepts_a_changed_query_only_when_told(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, accepted: bool
+) -> None:
+    import job.handler as handler_module
+
+    seen: list[Any] = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(settings: Any, **_: Any) -> Any:
+        seen.append(settings)
+        raise Stop
+
+    for name, given in {"LOG_BUCKET": LOG_BUCKET, "ATHENA_WORKGROUP": WORKGROUP, "ATHENA_DATABASE": "d",
+                        "RESULTS_BUCKET": RESULTS_BUCKET}.items():  # fmt: skip
+        monkeypatch.setenv(name, given)
+    if value is not None:
+        monkeypatch.setenv("ACCEPT_CHANGED_SQL", value)
+    monkeypatch.setattr(handler_module, "build_job", capture)
+    with pytest.raises(Stop):
+        lambda_handler({}, FakeContext())
+    assert seen[0].accept_changed_sql is accepted

@@ -151,8 +151,9 @@ def test_sigkill_then_rerun_is_exact_on_cloudwatch(
 
 
 def jsonl_counts(path: Path) -> tuple[Counter[tuple[str, str, datetime]], int]:
-    """Requests per (distribution, result type or '', minute) and TimeTaken samples (result type '#') from the
-    jsonl file, skipping a line that is not whole JSON; and the number of such lines."""
+    """Requests per (distribution, result type or '', minute), TimeTaken samples (result type '#'), Requests by
+    StatusClass ('status:5xx'), TimeToFirstByte samples ('ttfb#') and BytesDownloaded ('bytes') from the jsonl
+    file, skipping a line that is not whole JSON; and the number of such lines."""
     counts: Counter[tuple[str, str, datetime]] = Counter()
     torn = 0
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -165,10 +166,16 @@ def jsonl_counts(path: Path) -> tuple[Counter[tuple[str, str, datetime]], int]:
             continue
         dims = {d["Name"]: d["Value"] for d in record["Dimensions"]}
         minute = datetime.strptime(record["Timestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-        if record["MetricName"] == "Requests":
+        if record["MetricName"] == "Requests" and "StatusClass" in dims:
+            counts[(dims["DistributionId"], "status:" + dims["StatusClass"], minute)] += int(record["Value"])
+        elif record["MetricName"] == "Requests":
             counts[(dims["DistributionId"], dims.get("ResultType", ""), minute)] += int(record["Value"])
         elif record["MetricName"] == "TimeTaken":
             counts[(dims["DistributionId"], "#", minute)] += int(sum(record["Counts"]))
+        elif record["MetricName"] == "TimeToFirstByte":
+            counts[(dims["DistributionId"], "ttfb#", minute)] += int(sum(record["Counts"]))
+        elif record["MetricName"] == "BytesDownloaded":
+            counts[(dims["DistributionId"], "bytes", minute)] += int(record["Value"])
     return counts, torn
 
 
@@ -183,6 +190,13 @@ def reference_counts(reference: Reference) -> Counter[tuple[str, str, datetime]]
                 expected[(d, result_type, minute)] += n
         for minute, n in reference.time_taken_counts(d).items():
             expected[(d, "#", minute)] += n
+        for status_class, per_minute in reference.requests_by_status_class(d).items():
+            for minute, n in per_minute.items():
+                expected[(d, "status:" + status_class, minute)] += n
+        for minute, values in reference.ttfb_values(d).items():
+            expected[(d, "ttfb#", minute)] += len(values)
+        for minute, n in reference.bytes_downloaded(d).items():
+            expected[(d, "bytes", minute)] += n
     return expected
 
 

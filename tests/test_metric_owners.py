@@ -38,7 +38,9 @@ def test_a_copy_of_the_query_is_refused_before_it_queries_and_may_use_another_na
 
     refused = run_cli(*base, "--query", "get_only")
     assert refused.code != 0
-    assert "get_only.sql would publish Requests, TimeTaken" in refused.err, refused.err
+    assert "get_only.sql would publish " in refused.err, refused.err
+    owned = refused.err.split("would publish ")[1].split(" to ")[0].split(", ")
+    assert {"Requests", "TimeTaken"} <= set(owned) and "MalformedLines" not in owned, owned
     assert "minute_metrics.sql already publishes" in refused.err and "another namespace" in refused.err
     assert "Traceback" not in refused.err
     assert len(read_jsonl(out)) == published, "nothing published"

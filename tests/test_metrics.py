@@ -12,7 +12,17 @@ import pandas as pd
 import pytest
 
 from job.core.limits import MAX_VALUES_PER_DATUM
-from job.core.metrics import DOCUMENTED_RESULT_TYPES, OTHER_RESULT_TYPE, Datum, Unit, as_utc_minute, datums_from_rows
+from job.core.metrics import (
+    DEFAULT_METRIC_GROUPS,
+    DOCUMENTED_RESULT_TYPES,
+    OTHER_RESULT_TYPE,
+    Datum,
+    MetricGroup,
+    Unit,
+    as_utc_minute,
+    datums_from_rows,
+    parse_metric_groups,
+)
 
 DIST = "E2EXAMPLE1ABCD"
 # grouping_id of the query's rows: grouping(minute, result_type, time_taken_bucket_ms, file)
@@ -303,3 +313,48 @@ def test_datum_json_of_non_utc_timestamp_is_utc() -> None:
     paris = datetime(2026, 11, 28, 16, 4, tzinfo=timezone(timedelta(hours=1)))
     datum = Datum("Requests", BASE, paris, Unit.COUNT, value=1.0)
     assert datum.to_json()["Timestamp"] == "2026-11-28T15:04:00Z"
+
+
+# --- the metric groups added later: grouping_id 71 (status class), 39 (ttfb bucket), 23 (edge location) ---------
+BY_STATUS, BY_TTFB, BY_EDGE = 0b100_0111, 0b010_0111, 0b001_0111
+
+
+def later_rows() -> list[dict[str, Any]]:
+    rows = [row(T0, MINUTE, 10, percentiles=(5, 9, 12)) | {"bytes_downloaded": 12345}]
+    rows += [row(T0, BY_STATUS, n) | {"status_class": s} for s, n in (("2xx", 6), ("5xx", 3), ("9xx", 1))]
+    rows += [row(T0, BY_TTFB, n) | {"ttfb_bucket_ms": b} for b, n in ((4, 5), (130, 4))]
+    rows += [row(T0, BY_TTFB, 1) | {"ttfb_bucket_ms": None}]  # lines without the field
+    edges = (("IAD", 4), ("FRA", 2), ("AMS", 2), ("NRT", 1), ("Other", 1))
+    rows += [row(T0, BY_EDGE, n) | {"edge_location": e} for e, n in edges]
+    return rows
+
+
+def test_each_group_publishes_its_metrics_and_nothing_else() -> None:
+    every = datums_from_rows(later_rows(), DIST, groups=frozenset(MetricGroup), edge_location_cap=2)
+    status = {dict(d.dimensions)["StatusClass"]: d.value for d in every.datums if "StatusClass" in dict(d.dimensions)}
+    assert status == {"2xx": 6.0, "5xx": 3.0, "Other": 1.0}  # a class outside 0xx-5xx, Other
+    (nbytes,) = by_metric(every.datums, "BytesDownloaded")
+    assert (nbytes.value, nbytes.unit) == (12345.0, Unit.BYTES)
+    (ttfb,) = by_metric(every.datums, "TimeToFirstByte")
+    assert (ttfb.values, ttfb.counts, ttfb.unit) == ((4.0, 130.0), (5.0, 4.0), Unit.MILLISECONDS)
+    edge = {dict(d.dimensions)["EdgeLocation"]: d.value for d in every.datums if "EdgeLocation" in dict(d.dimensions)}
+    # the two busiest by name (a tie broken by name: AMS before FRA), the rest and the SQL's Other as Other
+    assert edge == {"IAD": 4.0, "AMS": 2.0, "Other": 4.0}
+    assert every.requests == 10  # the split rows never add to the requests
+    for group, absent in ((MetricGroup.STATUS, "StatusClass"), (MetricGroup.EDGE, "EdgeLocation")):
+        fewer = datums_from_rows(later_rows(), DIST, groups=frozenset(MetricGroup) - {group})
+        assert not [d for d in fewer.datums if absent in dict(d.dimensions)]
+    core = datums_from_rows(later_rows(), DIST, groups=frozenset({MetricGroup.CORE}))
+    assert {d.metric for d in core.datums} == {"Requests"} and len(core.datums) == 1
+    assert not [d for d in datums_from_rows(later_rows(), DIST).datums if "EdgeLocation" in dict(d.dimensions)]
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("core", {MetricGroup.CORE}),
+    (" Core , ttfb ", {MetricGroup.CORE, MetricGroup.TTFB}),
+    ("default", set(DEFAULT_METRIC_GROUPS)),
+    ("all", set(MetricGroup)),
+])  # fmt: skip
+def test_metric_groups_parse(value: str, expected: set[MetricGroup]) -> None:
+    assert parse_metric_groups(value) == expected
+    assert MetricGroup.EDGE not in DEFAULT_METRIC_GROUPS and len(DEFAULT_METRIC_GROUPS) == 5

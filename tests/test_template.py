@@ -21,7 +21,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from job.core.files import Layout, LogFormat, parse_relative_path
-from job.core.metrics import DEFAULT_NAMESPACE
+from job.core.metrics import DEFAULT_EDGE_LOCATION_CAP, DEFAULT_METRIC_GROUPS, DEFAULT_NAMESPACE
+from job.handler import HandlerConfig
 from job.legacy_mover import MoverConfig, Outcome, lambda_handler, move_one, object_refs, partitioned_key
 from job.query.ddl import LOG_RELATION, NORMALISING_VIEW, V2_TABLE, TableSpec, ddl_name, table_spec, v2_table
 from job.query.sql_files import TABLE_DDL, SqlFile
@@ -41,8 +42,13 @@ PSEUDO = {
     "AWS::StackName": "cfm",
     "AWS::URLSuffix": "amazonaws.com",
 }
+# The values the template resolves to "{LogicalId}" placeholders (the handler reads them as plain strings).
+HANDLER_BASE_ENV = {"LOG_BUCKET": "my-logs", "ATHENA_WORKGROUP": "wg", "ATHENA_DATABASE": "db", "RESULTS_BUCKET": "r"}
 # What the handler reads (the contract with job/handler.py).
 HANDLER_ENV = {
+    "ACCEPT_CHANGED_SQL",
+    "METRIC_GROUPS",
+    "EDGE_LOCATION_CAP",
     "LOG_BUCKET",
     "LOG_PREFIX",
     "LOG_LAYOUT",
@@ -179,6 +185,10 @@ class Resolver:
                 return base64.b64encode(str(self.value(arg)).encode()).decode()
             if key == "Fn::Join":
                 return str(arg[0]).join(str(v) for v in self.value(arg[1]))
+            if key == "Fn::Split":
+                return str(self.value(arg[1])).split(str(arg[0]))
+            if key == "Fn::Select":
+                return self.value(arg[1])[int(arg[0])]
             if key == "Fn::Equals":
                 return self.value(arg[0]) == self.value(arg[1])
             if key == "Fn::Not":
@@ -327,6 +337,9 @@ def test_function_environment_is_the_handler_contract() -> None:
     assert variables["ATHENA_DATABASE"] == "{GlueDatabase}"
     assert variables["RESULTS_BUCKET"] == "{ResultsBucket}"
     assert variables["LOG_FORMAT"] == "legacy"
+    # the template's default metric groups and edge cap are the handler's, and the handler reads what it sets
+    config = HandlerConfig.from_env({**variables, **HANDLER_BASE_ENV})
+    assert (config.metric_groups, config.edge_location_cap) == (DEFAULT_METRIC_GROUPS, DEFAULT_EDGE_LOCATION_CAP)
     other = metrics_function(resolved({"LogLayout": "hive", "Distributions": "E1,E2", "MetricNamespace": "My/NS"}))
     assert {k: other["Environment"]["Variables"][k] for k in ("LOG_LAYOUT", "DISTRIBUTIONS", "NAMESPACE")} == {
         "LOG_LAYOUT": "hive",

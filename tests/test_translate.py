@@ -153,6 +153,7 @@ def test_refusal_in_a_sql_file_names_its_line(tmp_path: Path) -> None:
 TRINO_CALLS: dict[str, str] = {
     "approx_percentile": "ApproxQuantile",
     "cast": "Cast",
+    "coalesce": "Coalesce",
     "concat": "Concat",
     "count": "Count",
     "date_format": "TimeToStr",
@@ -163,7 +164,9 @@ TRINO_CALLS: dict[str, str] = {
     "grouping": "Grouping",
     "ln": "Ln",
     "power": "Pow",
+    "regexp_like": "RegexpLike",
     "round": "Round",
+    "substr": "Substring",
     "sum": "Sum",
     "try": "Try",
     "try_cast": "TryCast",

@@ -32,12 +32,17 @@ class Unit(Enum):
 
 
 class Grouping(Enum):
-    """The query's grouping_id, grouping(minute, result_type, time_taken_bucket_ms, file): a bit per column left out."""
+    """The query's grouping_id, grouping(minute, result_type, time_taken_bucket_ms, file): a bit per column left out,
+    plus 16 * (7 - grouping(status_class, ttfb_bucket_ms, edge_location)): a bit per added column grouped by."""
 
     MINUTE = 0b0111
     MINUTE_BY_RESULT_TYPE = 0b0011
     MINUTE_BY_TIME_TAKEN = 0b0101
     FILE = 0b1110
+    # the sets added later: the minute's bits plus 16 times a bit per added column grouped by
+    MINUTE_BY_STATUS_CLASS = 0b100_0111
+    MINUTE_BY_TIME_TO_FIRST_BYTE = 0b010_0111
+    MINUTE_BY_EDGE_LOCATION = 0b001_0111
 
 
 class Metric(Enum):
@@ -46,6 +51,77 @@ class Metric(Enum):
     TIME_TAKEN_P50 = "TimeTakenP50"
     TIME_TAKEN_P90 = "TimeTakenP90"
     TIME_TAKEN_P99 = "TimeTakenP99"
+    BYTES_DOWNLOADED = "BytesDownloaded"
+    TIME_TO_FIRST_BYTE = "TimeToFirstByte"
+
+
+class MetricGroup(Enum):
+    """Sets of metrics switched on or off together (each CloudWatch metric is billed): --metrics, MetricGroups."""
+
+    CORE = "core"  # Requests, Requests by ResultType, TimeTaken (Values/Counts)
+    STATUS = "status"  # Requests by StatusClass
+    BYTES = "bytes"  # BytesDownloaded
+    TTFB = "ttfb"  # TimeToFirstByte (Values/Counts)
+    EDGE = "edge"  # Requests by EdgeLocation (up to the edge location cap per distribution, the rest as Other)
+    PERCENTILES = "percentiles"  # TimeTakenP50/P90/P99 of each batch
+
+
+# Off by default: edge, because each of its values is a metric of its own (billed per month).
+DEFAULT_METRIC_GROUPS = frozenset(MetricGroup) - {MetricGroup.EDGE}
+# The metrics and dimension names each group publishes per distribution (what dashboards may use, the cost model).
+GROUP_METRICS: Mapping[MetricGroup, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    MetricGroup.CORE: (
+        (Metric.REQUESTS.value, ("DistributionId",)),
+        (Metric.REQUESTS.value, ("DistributionId", "ResultType")),
+        (Metric.TIME_TAKEN.value, ("DistributionId",)),
+    ),
+    MetricGroup.STATUS: ((Metric.REQUESTS.value, ("DistributionId", "StatusClass")),),
+    MetricGroup.BYTES: ((Metric.BYTES_DOWNLOADED.value, ("DistributionId",)),),
+    MetricGroup.TTFB: ((Metric.TIME_TO_FIRST_BYTE.value, ("DistributionId",)),),
+    MetricGroup.EDGE: ((Metric.REQUESTS.value, ("DistributionId", "EdgeLocation")),),
+    MetricGroup.PERCENTILES: tuple(
+        (m.value, ("DistributionId",)) for m in (Metric.TIME_TAKEN_P50, Metric.TIME_TAKEN_P90, Metric.TIME_TAKEN_P99)
+    ),
+}
+# StatusClass values: the first digit of sc-status and 'xx' (000, the viewer closed the connection: 0xx); anything
+# that is not three digits 000-599 is Other (the SQL's rule).
+OTHER_STATUS_CLASS = "Other"
+STATUS_CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx", OTHER_STATUS_CLASS)
+OTHER_EDGE_LOCATION = "Other"
+# Edge locations published by name per distribution and batch (the rest add up under EdgeLocation=Other).
+DEFAULT_EDGE_LOCATION_CAP = 20
+# CloudFront has about 600 points of presence in some 100 cities (https://aws.amazon.com/cloudfront/features/,
+# 2026): a cap above the number of airport codes buys nothing.
+MAX_EDGE_LOCATION_CAP = 200
+
+
+def parse_metric_groups(value: str) -> frozenset[MetricGroup]:
+    """'core,status,bytes' -> the groups; 'default' for the default set, 'all' for every group."""
+    names = [n.strip().lower() for n in value.split(",") if n.strip()]
+    known = {g.value: g for g in MetricGroup}
+    expected = ", ".join(g.value for g in MetricGroup)
+    if names in (["default"], ["all"]):
+        return DEFAULT_METRIC_GROUPS if names == ["default"] else frozenset(MetricGroup)
+    bad = [n for n in names if n not in known]
+    if not names or bad:
+        raise ConfigError(
+            f"metric groups {value!r}: expected comma-separated names of {expected} (or 'default', 'all')"
+            + (f"; unknown: {', '.join(bad)}" if bad else ""),
+            "metric_groups",
+        )
+    return frozenset(known[n] for n in names)
+
+
+def format_metric_groups(groups: Iterable[MetricGroup]) -> str:
+    """The groups in their declared order, comma-separated: the inverse of parse_metric_groups."""
+    chosen = set(groups)
+    return ",".join(g.value for g in MetricGroup if g in chosen)
+
+
+def validate_edge_location_cap(cap: int) -> int:
+    if not 1 <= cap <= MAX_EDGE_LOCATION_CAP:
+        raise ConfigError(f"edge location cap {cap}: expected 1 to {MAX_EDGE_LOCATION_CAP}", "edge_location_cap")
+    return cap
 
 
 # A column `metric_<words>` of a query's per-minute rows (grouping_id 7) is published as the Count metric
@@ -122,6 +198,10 @@ def published_metric_names(columns: Iterable[str]) -> frozenset[str]:
         names.add(Metric.REQUESTS.value)
     if "time_taken_bucket_ms" in lowered:
         names.add(Metric.TIME_TAKEN.value)
+    if "ttfb_bucket_ms" in lowered:
+        names.add(Metric.TIME_TO_FIRST_BYTE.value)
+    if "bytes_downloaded" in lowered:
+        names.add(Metric.BYTES_DOWNLOADED.value)
     names |= {metric.value for metric, column in PERCENTILE_COLUMNS.items() if column in lowered}
     names |= {extra_metric_name(c) for c in lowered if c.startswith(EXTRA_METRIC_PREFIX)}
     return frozenset(names)
@@ -232,14 +312,21 @@ def datums_from_rows(
     distribution_id: str,
     result_types: frozenset[str] = DOCUMENTED_RESULT_TYPES,
     rejected_lines: Mapping[str, int] | None = None,
+    groups: frozenset[MetricGroup] = DEFAULT_METRIC_GROUPS,
+    edge_location_cap: int = DEFAULT_EDGE_LOCATION_CAP,
 ) -> MinuteMetrics:
-    """The output contract: Requests (total and by ResultType), TimeTaken as Values/Counts, TimeTakenPNN."""
+    """The output contract, per metric group: Requests (total and by ResultType) and TimeTaken as Values/Counts
+    (core), Requests by StatusClass (status), BytesDownloaded (bytes), TimeToFirstByte as Values/Counts (ttfb),
+    Requests by EdgeLocation (edge, at most `edge_location_cap` named per batch), TimeTakenPNN (percentiles)."""
     base = (("DistributionId", distribution_id),)
     datums: list[Datum] = []
     requests = malformed = 0
     others: set[str] = set()
     by_type: dict[tuple[datetime, str], int] = defaultdict(int)
     histogram: dict[datetime, dict[float, float]] = defaultdict(dict)
+    by_status: dict[tuple[datetime, str], int] = defaultdict(int)
+    ttfb: dict[datetime, dict[float, float]] = defaultdict(dict)
+    by_edge: dict[tuple[datetime, str], int] = defaultdict(int)
     files: dict[str, FileLines] = {}
     groupings = {g.value: g for g in Grouping}
     minutes: dict[Any, datetime] = {}  # a few thousand minutes over hundreds of thousands of rows
@@ -262,12 +349,24 @@ def datums_from_rows(
             minute = as_utc_minute(raw)
             if isinstance(raw, datetime | str):
                 minutes[raw] = minute
-        if grouping is Grouping.MINUTE:
+        if grouping is Grouping.MINUTE_BY_STATUS_CLASS:
+            status_class = str(row["status_class"])
+            by_status[(minute, status_class if status_class in STATUS_CLASSES else OTHER_STATUS_CLASS)] += count
+        elif grouping is Grouping.MINUTE_BY_TIME_TO_FIRST_BYTE:
+            if not _is_missing(row["ttfb_bucket_ms"]):
+                ttfb[minute][float(row["ttfb_bucket_ms"])] = float(count)
+        elif grouping is Grouping.MINUTE_BY_EDGE_LOCATION:
+            by_edge[(minute, str(row["edge_location"]))] += count
+        elif grouping is Grouping.MINUTE:
             if "requests" in row:
                 requests += count
-                datums.append(Datum(Metric.REQUESTS.value, base, minute, Unit.COUNT, value=float(count)))
+                if MetricGroup.CORE in groups:
+                    datums.append(Datum(Metric.REQUESTS.value, base, minute, Unit.COUNT, value=float(count)))
+            if MetricGroup.BYTES in groups and not _is_missing(row.get("bytes_downloaded")):
+                value = float(row["bytes_downloaded"])
+                datums.append(Datum(Metric.BYTES_DOWNLOADED.value, base, minute, Unit.BYTES, value=value))
             for metric, column in PERCENTILE_COLUMNS.items():
-                if not _is_missing(row.get(column)):
+                if MetricGroup.PERCENTILES in groups and not _is_missing(row.get(column)):
                     datums.append(Datum(metric.value, base, minute, Unit.MILLISECONDS, value=float(row[column])))
             for column, value in row.items():
                 if column.startswith(EXTRA_METRIC_PREFIX) and not _is_missing(value):
@@ -280,20 +379,54 @@ def datums_from_rows(
             by_type[(minute, result_type)] += count
         elif not _is_missing(row["time_taken_bucket_ms"]):
             histogram[minute][float(row["time_taken_bucket_ms"])] = float(count)
-    for (minute, result_type), count in sorted(by_type.items()):
-        dims = (*base, ("ResultType", result_type))
-        datums.append(Datum(Metric.REQUESTS.value, dims, minute, Unit.COUNT, value=float(count)))
-    for minute, buckets in sorted(histogram.items()):
-        # CloudWatch takes at most 150 distinct values per datum; datums for one metric and minute merge.
-        for chunk in _chunks(sorted(buckets.items()), MAX_VALUES_PER_DATUM):
-            values, counts = zip(*chunk, strict=False)
-            datums.append(Datum(Metric.TIME_TAKEN.value, base, minute, Unit.MILLISECONDS, values=values, counts=counts))
+    if MetricGroup.CORE in groups:
+        for (minute, result_type), count in sorted(by_type.items()):
+            dims = (*base, ("ResultType", result_type))
+            datums.append(Datum(Metric.REQUESTS.value, dims, minute, Unit.COUNT, value=float(count)))
+        datums += _distribution_datums(Metric.TIME_TAKEN, base, histogram)
+    if MetricGroup.STATUS in groups:
+        for (minute, status_class), count in sorted(by_status.items()):
+            dims = (*base, ("StatusClass", status_class))
+            datums.append(Datum(Metric.REQUESTS.value, dims, minute, Unit.COUNT, value=float(count)))
+    if MetricGroup.TTFB in groups:
+        datums += _distribution_datums(Metric.TIME_TO_FIRST_BYTE, base, ttfb)
+    if MetricGroup.EDGE in groups:
+        named = capped_edge_locations(by_edge, edge_location_cap)
+        capped: dict[tuple[datetime, str], int] = defaultdict(int)
+        for (minute, edge), count in by_edge.items():
+            capped[(minute, edge if edge in named else OTHER_EDGE_LOCATION)] += count
+        for (minute, edge), count in sorted(capped.items()):
+            dims = (*base, ("EdgeLocation", edge))
+            datums.append(Datum(Metric.REQUESTS.value, dims, minute, Unit.COUNT, value=float(count)))
     for uri, count in (rejected_lines or {}).items():
         # lines the engine read but could not decode into a row: malformed lines of their file
         before = files.get(uri, FileLines(0, 0))
         files[uri] = FileLines(before.lines + count, before.malformed + count)
         malformed += count
     return MinuteMetrics(tuple(datums), requests, malformed, frozenset(others), files)
+
+
+def _distribution_datums(
+    metric: Metric, base: tuple[tuple[str, str], ...], histogram: Mapping[datetime, Mapping[float, float]]
+) -> list[Datum]:
+    datums = []
+    for minute, buckets in sorted(histogram.items()):
+        # CloudWatch takes at most 150 distinct values per datum; datums for one metric and minute merge.
+        for chunk in _chunks(sorted(buckets.items()), MAX_VALUES_PER_DATUM):
+            values, counts = zip(*chunk, strict=False)
+            datums.append(Datum(metric.value, base, minute, Unit.MILLISECONDS, values=values, counts=counts))
+    return datums
+
+
+def capped_edge_locations(by_edge: Mapping[tuple[datetime, str], int], cap: int) -> frozenset[str]:
+    """The edge locations published by name: the `cap` with the most requests in the batch (ties by name); the SQL's
+    own Other is never one of them."""
+    totals: dict[str, int] = defaultdict(int)
+    for (_, edge), count in by_edge.items():
+        if edge != OTHER_EDGE_LOCATION:
+            totals[edge] += count
+    ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))
+    return frozenset(edge for edge, _ in ranked[:cap])
 
 
 HEALTH_DIMENSIONS = (("Job", "cloudfront-log-metrics"),)

@@ -32,6 +32,9 @@ PERCENTILES: dict[str, Metric] = {
     "p99": Metric.TIME_TAKEN_P99,
 }
 
+# Status classes the chart shows as error rates; moto has no percentiles either for TimeToFirstByte: its Average.
+ERROR_STATUS_CLASSES = ("4xx", "5xx")
+
 Series = dict[datetime, float]
 
 
@@ -42,6 +45,8 @@ class DistributionMetrics:
     requests: Series = field(default_factory=dict)
     by_type: dict[str, Series] = field(default_factory=dict)
     percentiles: dict[str, Series] = field(default_factory=dict)
+    by_status: dict[str, Series] = field(default_factory=dict)
+    ttfb_mean: Series = field(default_factory=dict)
 
     def total(self) -> int:
         return round(sum(self.requests.values()))
@@ -56,6 +61,7 @@ class _Query:
     metric: str
     result_type: str | None
     stat: str
+    dimension: str = "ResultType"
 
 
 def result_types_listed(client: CloudWatchClient, namespace: str) -> dict[str, set[str]]:
@@ -78,13 +84,17 @@ def _queries(distribution_ids: Iterable[str], listed: dict[str, set[str]]) -> li
         types = DOCUMENTED_RESULT_TYPES | {OTHER_RESULT_TYPE} | listed.get(distribution_id, set())
         queries += [_Query(distribution_id, Metric.REQUESTS.value, t, "Sum") for t in sorted(types)]
         queries += [_Query(distribution_id, m.value, None, "Average") for m in PERCENTILES.values()]
+        queries += [
+            _Query(distribution_id, Metric.REQUESTS.value, s, "Sum", "StatusClass") for s in ERROR_STATUS_CLASSES
+        ]
+        queries.append(_Query(distribution_id, Metric.TIME_TO_FIRST_BYTE.value, None, "Average"))
     return queries
 
 
 def _api_query(index: int, query: _Query, namespace: str) -> MetricDataQueryTypeDef:
     dimensions: list[DimensionTypeDef] = [{"Name": "DistributionId", "Value": query.distribution_id}]
     if query.result_type is not None:
-        dimensions.append({"Name": "ResultType", "Value": query.result_type})
+        dimensions.append({"Name": query.dimension, "Value": query.result_type})
     metric: MetricTypeDef = {"Namespace": namespace, "MetricName": query.metric, "Dimensions": dimensions}
     stat: MetricStatTypeDef = {"Metric": metric, "Period": PERIOD, "Stat": query.stat}
     return {"Id": f"q{index}", "MetricStat": stat, "ReturnData": True}
@@ -121,7 +131,8 @@ def read_back(
     end: datetime,
     listed: dict[str, set[str]],
 ) -> dict[str, DistributionMetrics]:
-    """Requests (total and per ResultType) and TimeTakenP50/P90/P99 per minute in [start, end); `listed` adds
+    """Requests (total, per ResultType, 4xx and 5xx), TimeTakenP50/P90/P99 and the mean TimeToFirstByte per minute
+    in [start, end); `listed` adds
     the ResultType values ListMetrics found to those the job can publish."""
     queries = _queries(distribution_ids, listed)
     fetched: dict[str, Series] = defaultdict(dict)
@@ -141,6 +152,11 @@ def read_back(
         target = metrics[query.distribution_id]
         if query.metric in names:
             target.percentiles[names[query.metric]] = values
+        elif query.metric == Metric.TIME_TO_FIRST_BYTE.value:
+            target.ttfb_mean = values
+        elif query.dimension == "StatusClass":
+            assert query.result_type is not None
+            target.by_status[query.result_type] = values
         elif query.result_type is None:
             target.requests = values
         elif values:

@@ -18,14 +18,18 @@ HEADER = (
     "cs-protocol-version fle-status fle-encrypted-fields c-port time-to-first-byte x-edge-detailed-result-type "
     "sc-content-type sc-content-len sc-range-start sc-range-end\n"
 )
-# (result type, weight, status): every documented type appears (the demo adds an unknown one itself).
+# (result type, weight, status): every documented type appears (the demo adds an unknown one itself), and every
+# status class CloudFront logs: 0xx (000), 2xx, 3xx, 4xx, 5xx.
 RESULT_TYPES: Sequence[tuple[str, int, str]] = (
     ("Hit", 560, "200"),
     ("RefreshHit", 60, "304"),
-    ("Miss", 280, "200"),
+    ("Miss", 270, "200"),
+    ("Miss", 10, "404"),  # (a result type's rows stay together: the result types drawn are those of one row each)
     ("LimitExceeded", 8, "503"),
     ("CapacityExceeded", 8, "503"),
-    ("Error", 40, "502"),
+    ("Error", 30, "502"),
+    ("Error", 6, "403"),
+    ("Error", 4, "000"),  # the viewer closed the connection
     ("Redirect", 30, "301"),
     ("LambdaExecutionError", 4, "500"),
 )

@@ -48,6 +48,9 @@ def rows_by_key(rows: list[Row]) -> dict[tuple[Any, ...], Row]:
             r.get("result_type"),
             r.get("time_taken_bucket_ms"),
             r.get("file"),
+            r.get("status_class"),
+            r.get("ttfb_bucket_ms"),
+            r.get("edge_location"),
         ): r
         for r in rows
     }
