@@ -170,6 +170,16 @@ def _dry_run(args: argparse.Namespace, now: datetime) -> int:
         _log("dry run on Athena: not queried (a query bills); the datums are not known until a real run")
     missing = _explain_no_files(job, plan)
     _print_plan(plan)
+    series = getattr(job.sink, "series", None)
+    if job.engine.name == "duckdb" and series is not None:
+        from job.core.cost import PRICES_AS_OF, cloudwatch_publish_bill
+
+        requests_usd, monthly_usd = cloudwatch_publish_bill(report.requests, len(series))
+        print(
+            f"CloudWatch: {report.requests:,} PutMetricData request(s), about ${requests_usd:,.4f} at $0.01 per 1,000; "
+            f"{len(series):,} metric(s) (name and dimensions), about ${monthly_usd:,.2f} a month while they receive "
+            f"data, at $0.30 per metric (us-east-1 prices of {PRICES_AS_OF}; `cfmetrics cost` for the whole bill)"
+        )
     _log("dry run, nothing published: " + report.summary())
     return 1 if missing else 0
 

@@ -307,3 +307,19 @@ def test_ages_read_like_days_and_hours(age: timedelta, shown: str) -> None:
     from job.core.status import format_age
 
     assert format_age(age) == shown
+
+
+@pytest.mark.parametrize("command", ["run", "backfill"])
+def test_dry_run_says_what_it_would_read_publish_and_cost(logs: Path, tmp_path: Path, command: str) -> None:
+    window = ["--from", f"{recent_hour(6):%Y-%m-%dT%H}", "--to", f"{recent_hour(0):%Y-%m-%dT%H}"]
+    args = [command, "--logs", str(logs), "--state", str(tmp_path / "state"), "--dry-run"]
+    done = cfmetrics(*args, *(window if command == "backfill" else []))
+    assert done.returncode == 0, done.stderr
+    datums = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    requests = sum(1 for line in done.stdout.splitlines() if line.startswith("# request "))
+    series = {(d["MetricName"], tuple((x["Name"], x["Value"]) for x in d.get("Dimensions", ()))) for d in datums}
+    assert datums and requests
+    assert f"CloudWatch: {requests:,} PutMetricData request(s)" in done.stdout, done.stdout[-2000:]
+    assert f"{len(series):,} metric(s) (name and dimensions), about ${len(series) * 0.30:,.2f} a month" in done.stdout
+    assert "on Athena that bills" in done.stdout
+    assert not (tmp_path / "state").exists() or not any((tmp_path / "state").iterdir()), "nothing recorded"

@@ -273,9 +273,11 @@ class DryRunSink:
         self.stream = stream
         self.key = key
         self.requests = 0
+        self.series: set[tuple[str, tuple[tuple[str, str], ...]]] = set()  # the metrics the requests would create
 
     def put(self, namespace: str, datums: Sequence[Datum]) -> None:
         self.requests += 1
+        self.series.update((d.metric, d.dimensions) for d in datums)
         self.stream.write(f"# request {self.requests}: PutMetricData {namespace}, {len(datums)} datums\n")
         for datum in datums:
             self.stream.write(json.dumps(datum.to_json()) + "\n")

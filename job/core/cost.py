@@ -120,6 +120,12 @@ def _ordered(groups: Iterable[MetricGroup]) -> list[MetricGroup]:
     return [g for g in MetricGroup if g in chosen]
 
 
+def cloudwatch_publish_bill(requests: int, metrics: int) -> tuple[float, float]:
+    """(USD for the PutMetricData requests, USD per month for the metrics they create), first price tier: what a
+    dry run shows beside the Athena estimate."""
+    return requests / 1000 * CLOUDWATCH_USD_PER_1000_PUT_REQUESTS, metrics * CLOUDWATCH_USD_PER_METRIC_MONTH
+
+
 def athena_query_bill(query_bytes: Iterable[int]) -> tuple[int, float]:
     """(bytes billed, USD) of Athena queries that read these many bytes each: at least 10 MB a query. The model of
     `cfmetrics cost` and of the dry runs' estimate (`run --dry-run`, `backfill --dry-run`)."""
