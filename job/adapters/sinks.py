@@ -13,6 +13,7 @@ from typing import Any, BinaryIO, TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError
 
+from job.core import wire
 from job.core.errors import PublishAmbiguous, PublishError, PublishNotSent
 from job.core.limits import MAX_QUERIES_PER_GET
 from job.core.metrics import Datum, DatumKey
@@ -44,8 +45,17 @@ def _no_blind_retry(response: Any, caught_exception: Exception | None, **_: Any)
     return None
 
 
+# A valid PutMetricData datum for botocore to validate and serialise; put_wire swaps its body for the real one.
+_PLACEHOLDER = ({"MetricName": "placeholder", "Value": 0.0},)
+
+
 class CloudWatchSink:
-    """PutMetricData through an injected boto3 CloudWatch client (retries come from botocore's retry mode)."""
+    """PutMetricData through an injected boto3 CloudWatch client (retries come from botocore's retry mode).
+
+    put_wire sends a body serialised once per datum (job/core/wire.py) through botocore itself: the call is made
+    with a placeholder datum, and a before-call handler replaces the serialised body before botocore compresses
+    (gzip), signs (SigV4) and sends it, so retries and _no_blind_retry run as for any call. That is the JSON 1.0
+    body botocore writes; a client that speaks another protocol gets the datums through boto3 as before."""
 
     checks_timestamp_age = True
 
@@ -53,8 +63,20 @@ class CloudWatchSink:
         self.client = client
         self.key = key
         self.settle = settle
+        self._body: bytes | None = None  # the body of the put_wire call under way
+        self.speaks_json = False
         if client is not None:
             client.meta.events.register_first("needs-retry.cloudwatch.PutMetricData", _no_blind_retry)
+            model = client.meta.service_model
+            self.speaks_json = getattr(model, "resolved_protocol", model.protocol) == "json"
+            if self.speaks_json:
+                # before-call comes after serialisation and before compression, checksums and signing
+                # (botocore.client.BaseClient._make_api_call)
+                client.meta.events.register("before-call.cloudwatch.PutMetricData", self._swap_body)
+
+    def _swap_body(self, params: dict[str, Any], **_: Any) -> None:
+        if self._body is not None:
+            params["body"] = self._body
 
     def sample_counts(self, namespace: str, keys: Collection[DatumKey]) -> dict[DatumKey, float] | None:
         ordered = sorted(keys, key=lambda k: (k[2], k[0], k[1]))
@@ -135,8 +157,22 @@ class CloudWatchSink:
         return ledgers
 
     def put(self, namespace: str, datums: Sequence[Datum]) -> None:
+        self._call(namespace, len(datums), [d.to_api() for d in datums])
+
+    def put_wire(self, namespace: str, datums: Sequence[Datum], fragments: Sequence[str]) -> None:
+        if not self.speaks_json:
+            self.put(namespace, datums)
+            return
+        self._body = wire.body(namespace, fragments)
         try:
-            self.client.put_metric_data(Namespace=namespace, MetricData=[d.to_api() for d in datums])
+            self._call(namespace, len(datums), _PLACEHOLDER)
+        finally:
+            self._body = None
+
+    def _call(self, namespace: str, count: int, metric_data: Sequence[dict[str, Any]]) -> None:
+        datums = range(count)  # the error messages name how many datums the request held
+        try:
+            self.client.put_metric_data(Namespace=namespace, MetricData=metric_data)
         except PublishAmbiguous:
             raise
         except (ConnectTimeoutError, EndpointConnectionError) as exc:
