@@ -49,27 +49,45 @@ def datum_bytes(datum: Datum) -> int:
 
 
 def check_datums(datums: Sequence[Datum], now: datetime | None) -> None:
-    """Raise LimitError for a datum CloudWatch would refuse; `now` None skips the timestamp-age check (jsonl)."""
+    """Raise LimitError for a datum CloudWatch would refuse; `now` None skips the timestamp-age check (jsonl).
+    botocore's own validation never sees the datums (job/core/wire.py), so this is the only check before sending."""
+    earliest = latest = None
+    if now is not None:
+        earliest, latest = now - MAX_DATAPOINT_AGE, now + MAX_DATAPOINT_AHEAD
+    checked: set[tuple[tuple[str, str], ...]] = set()  # a batch repeats a few dimension sets thousands of times
+    isfinite = math.isfinite
     for datum in datums:
-        where = f"{datum.metric} {dict(datum.dimensions)} at {datum.timestamp:%Y-%m-%dT%H:%MZ}"
-        if len(datum.dimensions) > MAX_DIMENSIONS_PER_DATUM:
+        dims = datum.dimensions
+        if dims not in checked:
+            _check_dimensions(datum)
+            checked.add(dims)
+        values, counts = datum.values, datum.counts
+        if (values or counts) and (len(values) > MAX_VALUES_PER_DATUM or len(values) != len(counts)):
+            raise LimitError(f"{_where(datum)}: expected at most {MAX_VALUES_PER_DATUM} values with one count each")
+        # a sum of finite numbers is finite unless it overflows: only then is each number looked at
+        if not (isfinite(sum(datum.numbers())) or all(map(isfinite, datum.numbers()))):
+            raise LimitError(f"{_where(datum)}: values must be finite numbers")
+        if earliest is not None and latest is not None and not earliest <= datum.timestamp <= latest:
             raise LimitError(
-                f"{where}: {len(datum.dimensions)} dimensions; CloudWatch takes {MAX_DIMENSIONS_PER_DATUM}"
-            )
-        if any(not 0 < len(v) <= MAX_DIMENSION_VALUE_LENGTH for _, v in datum.dimensions):
-            raise LimitError(f"{where}: dimension values must be 1-{MAX_DIMENSION_VALUE_LENGTH} characters")
-        if any(not 0 < len(n) <= MAX_DIMENSION_NAME_LENGTH for n, _ in datum.dimensions):
-            raise LimitError(f"{where}: dimension names must be 1-{MAX_DIMENSION_NAME_LENGTH} characters")
-        if len(datum.values) > MAX_VALUES_PER_DATUM or len(datum.values) != len(datum.counts):
-            raise LimitError(f"{where}: expected at most {MAX_VALUES_PER_DATUM} values with one count each")
-        if not all(math.isfinite(n) for n in datum.numbers()):
-            raise LimitError(f"{where}: values must be finite numbers")
-        if now is not None and not now - MAX_DATAPOINT_AGE <= datum.timestamp <= now + MAX_DATAPOINT_AHEAD:
-            raise LimitError(
-                f"{where}: CloudWatch takes timestamps from {now - MAX_DATAPOINT_AGE:%Y-%m-%dT%H:%MZ} "
-                f"(two weeks ago) to {now + MAX_DATAPOINT_AHEAD:%Y-%m-%dT%H:%MZ}; narrow the window or export "
+                f"{_where(datum)}: CloudWatch takes timestamps from {earliest:%Y-%m-%dT%H:%MZ} "
+                f"(two weeks ago) to {latest:%Y-%m-%dT%H:%MZ}; narrow the window or export "
                 "older logs to a jsonl file"
             )
+
+
+def _where(datum: Datum) -> str:
+    return f"{datum.metric} {dict(datum.dimensions)} at {datum.timestamp:%Y-%m-%dT%H:%MZ}"
+
+
+def _check_dimensions(datum: Datum) -> None:
+    if len(datum.dimensions) > MAX_DIMENSIONS_PER_DATUM:
+        raise LimitError(
+            f"{_where(datum)}: {len(datum.dimensions)} dimensions; CloudWatch takes {MAX_DIMENSIONS_PER_DATUM}"
+        )
+    if any(not 0 < len(v) <= MAX_DIMENSION_VALUE_LENGTH for _, v in datum.dimensions):
+        raise LimitError(f"{_where(datum)}: dimension values must be 1-{MAX_DIMENSION_VALUE_LENGTH} characters")
+    if any(not 0 < len(n) <= MAX_DIMENSION_NAME_LENGTH for n, _ in datum.dimensions):
+        raise LimitError(f"{_where(datum)}: dimension names must be 1-{MAX_DIMENSION_NAME_LENGTH} characters")
 
 
 def lower_bound(
