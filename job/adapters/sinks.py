@@ -178,7 +178,7 @@ class CloudWatchSink:
 
     def put_wire(self, namespace: str, datums: Sequence[Datum], fragments: Sequence[str]) -> None:
         if not self.speaks_json:
-            self.put(namespace, datums)
+            self._call(namespace, len(datums), [d.to_api() for d in datums])
             return
         self._body = wire.body(namespace, fragments)
         try:
