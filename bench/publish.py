@@ -59,9 +59,10 @@ PER_MINUTE = 1 + len(RESULT_TYPES) + len(STATUS_CLASSES) + 1 + 3 + 2
 def job_like_datums(minutes: int, seed: int = 13) -> list[Datum]:
     """What the job publishes per distribution-minute with the default metric groups: Requests (total, by
     ResultType, by StatusClass), BytesDownloaded, TimeTakenP50/P90/P99, and TimeTaken and TimeToFirstByte as
-    Values/Counts histograms (of about 60 and 40 buckets), over 2 distributions."""
+    Values/Counts histograms (of 100 and 60 buckets), over 2 distributions."""
     rng = random.Random(seed)
-    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=6)
+    # ending an hour ago: within what CloudWatch takes (two weeks back, two hours ahead)
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=minutes // 2 + 60)
     datums: list[Datum] = []
     for m in range(minutes):
         dist = ("E2BENCHA", "E2BENCHB")[m % 2]
@@ -76,7 +77,7 @@ def job_like_datums(minutes: int, seed: int = 13) -> list[Datum]:
         datums.append(Datum("BytesDownloaded", base, at, Unit.BYTES, value=float(rng.randint(10**6, 10**9))))
         for p in ("P50", "P90", "P99"):
             datums.append(Datum(f"TimeTaken{p}", base, at, Unit.MILLISECONDS, value=rng.uniform(1, 900)))
-        for metric, buckets in (("TimeTaken", 60), ("TimeToFirstByte", 40)):
+        for metric, buckets in (("TimeTaken", 100), ("TimeToFirstByte", 60)):
             values = tuple(sorted(rng.sample(range(1, 30_000), buckets)))
             counts = tuple(float(rng.randint(1, 400)) for _ in values)
             datums.append(Datum(metric, base, at, Unit.MILLISECONDS, values=tuple(map(float, values)), counts=counts))
@@ -244,7 +245,7 @@ def report(results: Sequence[dict[str, Any]], reps: int, command: str, load: tup
         f"binds first | {verdict[floor_ok]} |",
         "",
         "Datums: the job's mix per distribution-minute (Requests total, by 4 result types and 3 status classes, "
-        "BytesDownloaded, 3 percentiles, TimeTaken and TimeToFirstByte histograms of 60 and 40 buckets), 14 per "
+        "BytesDownloaded, 3 percentiles, TimeTaken and TimeToFirstByte histograms of 100 and 60 buckets), 14 per "
         "minute; 6,720 is about what 2 M lines over 2 distributions × 4 hours give. Timed: check_datums, packing, "
         "the journal (LocalLedger.begin), per request mark_in_flight, PutMetricData through the boto3 client up to "
         "the network (gzip and SigV4 included), mark_sent, and commit.",
