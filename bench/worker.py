@@ -69,7 +69,7 @@ class WireCounter:
     PutMetricData request, the serialized body (the protocol botocore picks) and the bytes on the wire
     (after botocore's gzip request compression), and answers 200."""
 
-    def __init__(self, as_wired: bool = True) -> None:
+    def __init__(self, as_wired: bool = True, count_bodies: bool = True) -> None:
         # as_wired: the client configuration the job builds (job/adapters/aws.py); False: boto3's defaults
         config = client_config("cloudwatch") if as_wired else None
         self.client = boto3.client(
@@ -77,6 +77,7 @@ class WireCounter:
             config=config,
         )  # fmt: skip
         self.body_bytes: list[int] = []
+        self.count_bodies = count_bodies  # False: the caller counts bodies itself (decompressing costs CPU)
         self.wire_bytes: list[int] = []
         self.content_type = ""
         self.client.meta.events.register("before-call.cloudwatch.PutMetricData", self._before_call)
@@ -85,6 +86,8 @@ class WireCounter:
         self.client.meta.events.register("before-send.cloudwatch.PutMetricData", send_hook)
 
     def _before_call(self, params: Mapping[str, Any], **_: Any) -> None:
+        if not self.count_bodies:
+            return
         body = params.get("body") or b""
         body = body.encode() if isinstance(body, str) else body
         if "gzip" in params.get("headers", {}).get("Content-Encoding", ""):

@@ -37,6 +37,10 @@ CASES = [
         Datum("Ints", BASE, MINUTE, Unit.NONE, value=7),
         Datum("I", BASE, MINUTE, Unit.NONE, values=(1, 2), counts=(3, 4)),
     ],
+    [  # repeated values across datums (kept once), and the two zeros, whose texts differ
+        Datum("T", BASE, MINUTE, Unit.MILLISECONDS, values=(0.0, 1.5, -0.0), counts=(2.0, 1.5, 0.0)),
+        Datum("T", BASE, MINUTE, Unit.MILLISECONDS, values=(-0.0, 1.5, 0.0), counts=(-0.0, 2.0, 1.5)),
+    ],
     [receipt_datum("0123456789abcdef", "metrics", datetime(2026, 11, 28, 15, 4, 59, 999_999, tzinfo=UTC))],
     [Datum("Sub", BASE, datetime(2026, 11, 28, 15, 4, 1, 3691, tzinfo=UTC), Unit.SECONDS, value=1.0)],
 ]

@@ -32,9 +32,23 @@ def _timestamp(at: datetime) -> int | float:
     return seconds
 
 
-def _numbers(values: Sequence[float]) -> str:
+class _Reprs(dict[float, str]):
+    """float -> what json.dumps writes for it, made once per distinct value: histogram buckets and counts repeat
+    across the minutes of a batch, and a dict hit costs less than float.__repr__. Zero is never kept (0.0 and -0.0
+    are equal keys with different texts); an int that misses raises TypeError, and the caller writes that list with
+    json.dumps. (An int equal to a float already kept would get the float's text: the same number on the wire. The
+    job's datums hold floats only.)"""
+
+    def __missing__(self, value: float) -> str:
+        text = float.__repr__(value)  # TypeError for an int: not kept
+        if value:
+            self[value] = text
+        return text
+
+
+def _numbers(values: Sequence[float], reprs: _Reprs) -> str:
     try:
-        return ITEM_SEPARATOR.join(map(float.__repr__, values))  # what json.dumps writes for a float
+        return ITEM_SEPARATOR.join(map(reprs.__getitem__, values))
     except TypeError:  # an int among them (tests, hand-made datums): json.dumps writes it without '.0'
         return ITEM_SEPARATOR.join(map(_dumps, values))
 
@@ -45,6 +59,7 @@ class FragmentCache:
     def __init__(self) -> None:
         self._heads: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
         self._tails: dict[tuple[datetime, Unit], str] = {}
+        self._reprs = _Reprs()
 
     def fragment(self, datum: Datum) -> str:
         """The JSON text botocore writes for this datum inside MetricData (ASCII: its length is its bytes)."""
@@ -67,7 +82,8 @@ class FragmentCache:
         if value is not None:
             number = value.__repr__() if type(value) is float else _dumps(value)
             return f'{head}{tail}"Value": {number}}}'
-        return f'{head}{tail}"Values": [{_numbers(datum.values)}], "Counts": [{_numbers(datum.counts)}]}}'
+        reprs = self._reprs
+        return f'{head}{tail}"Values": [{_numbers(datum.values, reprs)}], "Counts": [{_numbers(datum.counts, reprs)}]}}'
 
 
 def fragment(datum: Datum) -> str:
