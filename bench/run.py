@@ -441,8 +441,8 @@ def render(
     add(
         "Counted by botocore itself: the job's CloudWatch sink and a real boto3 client that stops just before the "
         f"network. Body: the serialized request ({content_type}, the protocol this botocore picks); on the wire: "
-        "after botocore's gzip request compression. Packing budgets requests with the query protocol at its widest "
-        "(`job.core.packing.datum_wire_bytes`), an upper bound of every protocol."
+        "after botocore's gzip request compression. Packing sizes requests by their exact JSON 1.0 body, the protocol "
+        "botocore 1.44 uses (`job.core.wire`, `job.core.packing.datum_bytes`), so the estimate is the body."
     )
     add("")
     if problems:

@@ -24,12 +24,13 @@ import boto3
 import duckdb
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
+from job.adapters.aws import client_config
 from job.adapters.duckdb_engine import DuckDBEngine
 from job.adapters.local_store import LocalLogStore
 from job.adapters.sinks import CloudWatchSink
 from job.core.files import LogFile
 from job.core.metrics import Datum
-from job.core.packing import REQUEST_OVERHEAD_BYTES, datum_wire_bytes
+from job.core.packing import REQUEST_OVERHEAD_BYTES, datum_bytes
 from job.core.window import effective_window
 from job.ports import Engine, QueryResult, Sink
 from job.query.sql_files import SqlFile
@@ -68,11 +69,15 @@ class WireCounter:
     PutMetricData request, the serialized body (the protocol botocore picks) and the bytes on the wire
     (after botocore's gzip request compression), and answers 200."""
 
-    def __init__(self) -> None:
+    def __init__(self, as_wired: bool = True, count_bodies: bool = True) -> None:
+        # as_wired: the client configuration the job builds (job/adapters/aws.py); False: boto3's defaults
+        config = client_config("cloudwatch") if as_wired else None
         self.client = boto3.client(
-            "cloudwatch", region_name="us-east-1", aws_access_key_id="bench", aws_secret_access_key="bench"
-        )
+            "cloudwatch", region_name="us-east-1", aws_access_key_id="bench", aws_secret_access_key="bench",
+            config=config,
+        )  # fmt: skip
         self.body_bytes: list[int] = []
+        self.count_bodies = count_bodies  # False: the caller counts bodies itself (decompressing costs CPU)
         self.wire_bytes: list[int] = []
         self.content_type = ""
         self.client.meta.events.register("before-call.cloudwatch.PutMetricData", self._before_call)
@@ -81,8 +86,13 @@ class WireCounter:
         self.client.meta.events.register("before-send.cloudwatch.PutMetricData", send_hook)
 
     def _before_call(self, params: Mapping[str, Any], **_: Any) -> None:
+        if not self.count_bodies:
+            return
         body = params.get("body") or b""
-        self.body_bytes.append(len(body.encode() if isinstance(body, str) else body))
+        body = body.encode() if isinstance(body, str) else body
+        if "gzip" in params.get("headers", {}).get("Content-Encoding", ""):
+            body = gzip.decompress(body)  # the job's sink gzips in an earlier before-call handler
+        self.body_bytes.append(len(body))
 
     def _before_send(self, request: Any, **_: Any) -> AWSResponse:
         body = request.body or b""
@@ -92,8 +102,8 @@ class WireCounter:
 
 
 class CountingSink(CloudWatchSink):
-    """The job's own CloudWatchSink (datums to the API shape, botocore validation, serialization, compression)
-    in front of WireCounter; keeps the requests, and times the puts."""
+    """The job's own CloudWatchSink (the bodies serialised once per datum, through botocore's compression and
+    signing) in front of WireCounter; keeps the requests, and times the puts."""
 
     def __init__(self) -> None:
         self.wire = WireCounter()
@@ -104,6 +114,12 @@ class CountingSink(CloudWatchSink):
     def put(self, namespace: str, datums: Sequence[Datum]) -> None:
         start = time.perf_counter()
         super().put(namespace, datums)
+        self.seconds += time.perf_counter() - start
+        self.requests.append(tuple(datums))
+
+    def put_wire(self, namespace: str, datums: Sequence[Datum], fragments: Sequence[str]) -> None:
+        start = time.perf_counter()
+        super().put_wire(namespace, datums, fragments)
         self.seconds += time.perf_counter() - start
         self.requests.append(tuple(datums))
 
@@ -148,7 +164,7 @@ def run_job(root: Path) -> dict[str, Any]:
                 minutes += 1
             elif datum.metric == "Requests" and datum.value is not None and "ResultType" in dict(datum.dimensions):
                 by_type[dict(datum.dimensions)["ResultType"]] += int(datum.value)
-    estimates = [REQUEST_OVERHEAD_BYTES + sum(map(datum_wire_bytes, r)) for r in sink.requests]
+    estimates = [REQUEST_OVERHEAD_BYTES + sum(map(datum_bytes, r)) for r in sink.requests]
     return {
         "seconds": seconds,
         "cpu_seconds": cpu,

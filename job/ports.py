@@ -6,7 +6,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from job.core.batch import Batch, FileRecord, PendingBatch, Target
 from job.core.files import Listing, LogFile
@@ -117,4 +117,13 @@ class Sink(Protocol):
 
     def receipt_ledgers(self, namespace: str) -> set[str]:
         """The ids of every ledger whose publish receipts the namespace holds (job/core/receipts.py)."""
+        ...
+
+
+@runtime_checkable
+class WireSink(Protocol):
+    """A sink that can send a request as the datum fragments serialised once for it (job/core/wire.py)."""
+
+    def put_wire(self, namespace: str, datums: Sequence[Datum], fragments: Sequence[str]) -> None:
+        """Send `datums`, whose body fragments are `fragments` (the same datums, in order)."""
         ...

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
 
+from job.core import wire
 from job.core.batch import Batch, FileRecord, PendingBatch, Target
 from job.core.cost import athena_query_bill
 from job.core.errors import (
@@ -42,12 +43,12 @@ from job.core.metrics import (
     published_metric_names,
     scan_amplification,
 )
-from job.core.packing import CLOUDWATCH_LIMITS, RequestLimits, check_datums, datum_wire_bytes, pack
+from job.core.packing import CLOUDWATCH_LIMITS, RequestLimits, check_datums, datum_bytes, pack_wire
 from job.core.receipts import Outcome, Reading, minute_of, next_attempt_time, receipt_datum
 from job.core.status import changed_files
 from job.core.timerange import check_rows, cloudwatch_takes
 from job.core.window import HourWindow
-from job.ports import Engine, Ledger, LogStore, QueryResult, Sink
+from job.ports import Engine, Ledger, LogStore, QueryResult, Sink, WireSink
 from job.query.sql_files import SqlFile, query_parameters
 
 # Trino compacts an IN list longer than its domain-compaction threshold (1,000 by default) into a min..max range,
@@ -473,12 +474,13 @@ class Job:
         datums = metrics.datums + (accounts if self._publishes_accounts else ())
         check_datums(datums, age_check)
         report.other_result_types |= metrics.other_result_types
-        requests = pack(datums, self._data_limits())
+        requests, fragments = pack_wire(datums, self._data_limits())
         batch = Batch(
             id=self._batch_id(files),
             target=self.target,
             files=tuple(files),
-            requests=tuple(requests),
+            requests=requests,
+            fragments=fragments,
             lines=metrics.requests + metrics.malformed_lines + in_range.out_of_range_lines,
             malformed_lines=metrics.malformed_lines,
             file_lines=file_lines,
@@ -531,7 +533,7 @@ class Job:
             id=self._batch_id([log_file]),
             target=self.target,
             files=(log_file,),
-            requests=tuple(pack(datums, self._data_limits())),
+            requests=pack_wire(datums, self._data_limits())[0],
             lines=0,
             malformed_lines=0,
             unreadable={log_file.uri: reason[:2000]},
@@ -554,8 +556,10 @@ class Job:
     def _data_limits(self) -> RequestLimits:
         """What a request's datums may take: the request's limits less one datum for its receipt."""
         limits = self.options.request_limits
-        receipt = datum_wire_bytes(receipt_datum("0" * 16, self.query.name, datetime(2000, 1, 1, tzinfo=UTC)))
-        return RequestLimits(max_datums=max(1, limits.max_datums - 1), max_bytes=limits.max_bytes - receipt - 16)
+        # the widest receipt: a 16-character ledger id, and the last millisecond of a minute (value 60,000.0)
+        latest = datetime(2000, 1, 1, 0, 0, 59, 999_000, tzinfo=UTC)
+        receipt = datum_bytes(receipt_datum("0" * 16, self.target.query, latest))
+        return RequestLimits(max_datums=max(1, limits.max_datums - 1), max_bytes=limits.max_bytes - receipt)
 
     def _attempt_time(self) -> datetime:
         at = next_attempt_time(self.clock(), self._last_attempt)
@@ -585,8 +589,13 @@ class Job:
             at = self._attempt_time()
             self.ledger.mark_in_flight(batch.id, index, at)
             receipt = receipt_datum(self._ledger_id, self.target.query, at)
+            datums = (*batch.requests[index], receipt)
             try:
-                self.sink.put(batch.namespace, (*batch.requests[index], receipt))
+                if isinstance(self.sink, WireSink):
+                    fragments = (*batch.fragments[index], wire.fragment(receipt))
+                    self.sink.put_wire(batch.namespace, datums, fragments)
+                else:
+                    self.sink.put(batch.namespace, datums)
             except PublishNotSent:
                 self.ledger.clear_in_flight(batch.id, index)
                 raise

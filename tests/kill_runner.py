@@ -223,6 +223,7 @@ def install(point: Point, action: Callable[[Point, str], None]) -> Iterator[_Sta
             wrap(ledger, step, step)
     for sink in (CloudWatchSink, JsonlSink):
         wrap(sink, "put", "put")
+    wrap(CloudWatchSink, "put_wire", "put")  # the runner's way to CloudWatch (its fallback does not call put)
 
     original_init = LocalLedger.__dict__["__init__"]
 

@@ -20,8 +20,18 @@ def session(region: str | None = None, access_key: str | None = None, secret_key
     return made
 
 
-def client(made: Any, service: str, endpoint_url: str | None = None) -> Any:
+def client_config(service: str) -> Any:
+    """Retries, timeouts; for CloudWatch, no botocore request compression: the sink gzips PutMetricData itself,
+    at a cheaper level than botocore's (job/adapters/sinks.py)."""
     from botocore.config import Config
 
-    config = Config(retries=RETRIES, connect_timeout=10, read_timeout=60)  # type: ignore[arg-type]
-    return made.client(service, endpoint_url=endpoint_url, config=config)
+    return Config(
+        retries=RETRIES,  # type: ignore[arg-type]
+        connect_timeout=10,
+        read_timeout=60,
+        disable_request_compression=service == "cloudwatch",
+    )
+
+
+def client(made: Any, service: str, endpoint_url: str | None = None) -> Any:
+    return made.client(service, endpoint_url=endpoint_url, config=client_config(service))

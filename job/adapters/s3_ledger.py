@@ -55,6 +55,8 @@ class S3Ledger:
         self.lease_duration = lease
         self._identity = ""
         self._token = ""  # the lease this ledger object holds, if any
+        # Journals this object wrote or read (batch, its stored form), so commit need not read and parse them back.
+        self._batches: dict[str, tuple[Batch, dict[str, Any]]] = {}
 
     def __str__(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
@@ -217,6 +219,7 @@ class S3Ledger:
             progress = self._get(key.replace(".batch.json", ".progress.json"))
             state: dict[str, Any] = progress[0] if progress else {"sent": 0, "in_flight": None}
             batch = Batch.from_dict(payload[0])
+            self._batches[batch.id] = (batch, payload[0])
             at = datetime.fromisoformat(state["in_flight_at"]) if state.get("in_flight_at") else None
             batches.append(PendingBatch(batch, int(state["sent"]), state["in_flight"], at))
         return batches
@@ -226,8 +229,10 @@ class S3Ledger:
         return f"{self.prefix}batches/{batch_id}.{kind}.json"
 
     def begin(self, batch: Batch) -> None:
-        if not self._put(self._batch_key(batch.id, "batch"), batch.to_dict(), create_only=True):
+        stored = batch.to_dict()
+        if not self._put(self._batch_key(batch.id, "batch"), stored, create_only=True):
             raise LedgerError(f"{self}: batch {batch.id} already exists")
+        self._batches[batch.id] = (batch, stored)
         self._put(self._batch_key(batch.id, "progress"), {"sent": 0, "in_flight": None})
 
     def mark_in_flight(self, batch_id: str, index: int, at: datetime) -> None:
@@ -276,10 +281,13 @@ class S3Ledger:
         """Add the batch's files to their partition objects (read-modify-write with If-Match), then drop the
         journal; a crash in between leaves a journal whose files are all recorded, which the next run closes."""
         self._renew()
-        stored = self._get(self._batch_key(batch_id, "batch"))
-        if stored is None:
-            raise LedgerError(f"{self}: no journal for batch {batch_id}")
-        batch = Batch.from_dict(stored[0])
+        known = self._batches.get(batch_id)
+        if known is None:
+            found = self._get(self._batch_key(batch_id, "batch"))
+            if found is None:
+                raise LedgerError(f"{self}: no journal for batch {batch_id}")
+            known = (Batch.from_dict(found[0]), found[0])
+        batch, stored = known
         groups: dict[str, list[LogFile]] = defaultdict(list)
         for log_file in batch.files:
             groups[self._partition_key(batch.target, log_file.distribution_id, log_file.hour)].append(log_file)
@@ -287,9 +295,10 @@ class S3Ledger:
             self._add_files(key, files, batch, at)
         # The journal is kept under done/ (expired by the bucket's lifecycle) so a later run can tell what this
         # ledger published when it must decide whether an interrupted request reached CloudWatch.
-        self._put(f"{self.prefix}done/{batch_id}.batch.json", stored[0])
+        self._put(f"{self.prefix}done/{batch_id}.batch.json", stored)
         self._delete(self._batch_key(batch_id, "progress"))
         self._delete(self._batch_key(batch_id, "batch"))
+        self._batches.pop(batch_id, None)
 
     def _add_files(self, key: str, files: Sequence[LogFile], batch: Batch, at: datetime) -> None:
         for _ in range(MAX_CONDITIONAL_RETRIES):

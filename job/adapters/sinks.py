@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from collections.abc import Collection, Iterable, Sequence
@@ -13,6 +14,7 @@ from typing import Any, BinaryIO, TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError
 
+from job.core import wire
 from job.core.errors import PublishAmbiguous, PublishError, PublishNotSent
 from job.core.limits import MAX_QUERIES_PER_GET
 from job.core.metrics import Datum, DatumKey
@@ -44,8 +46,22 @@ def _no_blind_retry(response: Any, caught_exception: Exception | None, **_: Any)
     return None
 
 
+# A valid PutMetricData datum for botocore to validate and serialise; put_wire swaps its body for the real one.
+_PLACEHOLDER = ({"MetricName": "placeholder", "Value": 0.0},)
+# botocore gzips PutMetricData bodies (the operation's requestcompression trait) with gzip.compress's default,
+# level 9 (botocore/compress.py), which costs 16x the CPU of level 1 for 22% fewer bytes on these bodies
+# (bench/publish.py). A client made with disable_request_compression (job/adapters/aws.py) leaves it to the sink,
+# which gzips at this level in the same place: after serialisation, before signing.
+GZIP_LEVEL = 1
+
+
 class CloudWatchSink:
-    """PutMetricData through an injected boto3 CloudWatch client (retries come from botocore's retry mode)."""
+    """PutMetricData through an injected boto3 CloudWatch client (retries come from botocore's retry mode).
+
+    put_wire sends a body serialised once per datum (job/core/wire.py) through botocore itself: the call is made
+    with a placeholder datum, and a before-call handler replaces the serialised body before botocore compresses
+    (gzip), signs (SigV4) and sends it, so retries and _no_blind_retry run as for any call. That is the JSON 1.0
+    body botocore writes; a client that speaks another protocol gets the datums through boto3 as before."""
 
     checks_timestamp_age = True
 
@@ -53,8 +69,31 @@ class CloudWatchSink:
         self.client = client
         self.key = key
         self.settle = settle
+        self._body: bytes | None = None  # the body of the put_wire call under way
+        self.speaks_json = self.gzips = False
+        self._min_gzip_bytes = 0
         if client is not None:
             client.meta.events.register_first("needs-retry.cloudwatch.PutMetricData", _no_blind_retry)
+            model = client.meta.service_model
+            self.speaks_json = getattr(model, "resolved_protocol", model.protocol) == "json"
+            config = client.meta.config
+            compressed = model.operation_model("PutMetricData").request_compression is not None
+            self.gzips = compressed and config.disable_request_compression is True
+            self._min_gzip_bytes = int(config.request_min_compression_size_bytes or 0)
+            # before-call comes after serialisation and before botocore's compression, checksums and signing
+            # (botocore.client.BaseClient._make_api_call); first, so other before-call handlers see the real body
+            client.meta.events.register_first("before-call.cloudwatch.PutMetricData", self._before_call)
+
+    def _before_call(self, params: dict[str, Any], **_: Any) -> None:
+        if self._body is not None:
+            params["body"] = self._body
+        body = params.get("body")
+        if self.gzips and isinstance(body, bytes) and len(body) >= self._min_gzip_bytes:
+            # what botocore.compress does, at GZIP_LEVEL: the body and its Content-Encoding, then signed as sent
+            params["body"] = gzip.compress(body, GZIP_LEVEL)
+            headers = params["headers"]
+            encoding = headers.get("Content-Encoding")
+            headers["Content-Encoding"] = "gzip" if encoding is None else f"{encoding},gzip"
 
     def sample_counts(self, namespace: str, keys: Collection[DatumKey]) -> dict[DatumKey, float] | None:
         ordered = sorted(keys, key=lambda k: (k[2], k[0], k[1]))
@@ -135,8 +174,22 @@ class CloudWatchSink:
         return ledgers
 
     def put(self, namespace: str, datums: Sequence[Datum]) -> None:
+        self._call(namespace, len(datums), [d.to_api() for d in datums])
+
+    def put_wire(self, namespace: str, datums: Sequence[Datum], fragments: Sequence[str]) -> None:
+        if not self.speaks_json:
+            self._call(namespace, len(datums), [d.to_api() for d in datums])
+            return
+        self._body = wire.body(namespace, fragments)
         try:
-            self.client.put_metric_data(Namespace=namespace, MetricData=[d.to_api() for d in datums])
+            self._call(namespace, len(datums), _PLACEHOLDER)
+        finally:
+            self._body = None
+
+    def _call(self, namespace: str, count: int, metric_data: Sequence[dict[str, Any]]) -> None:
+        datums = range(count)  # the error messages name how many datums the request held
+        try:
+            self.client.put_metric_data(Namespace=namespace, MetricData=metric_data)
         except PublishAmbiguous:
             raise
         except (ConnectTimeoutError, EndpointConnectionError) as exc:
@@ -152,7 +205,7 @@ class CloudWatchSink:
             raise PublishError(f"CloudWatch PutMetricData ({len(datums)} datums, {namespace}) failed: {exc}") from exc
 
 
-# Longer than any one request (1 MB of query-protocol body is far more JSON than a request's datums take).
+# Longer than any one request (a 1 MB body is JSON of the same datums; the jsonl lines of a request take about as much).
 JSONL_TAIL_WINDOW = 4 * 1024 * 1024
 RECEIPT_LINE_MARK = f'"MetricName": "{RECEIPT_METRIC}"'.encode()
 

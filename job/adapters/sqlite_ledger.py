@@ -55,6 +55,8 @@ class LocalLedger:
 
     def __init__(self, folder: Path, read_only: bool = False) -> None:
         self.folder = folder.resolve()
+        # Batches journaled or read by this object, so commit need not parse the journal back.
+        self._batches: dict[str, Batch] = {}
         # read_only (`cfmetrics status`): nothing is created or written, no lock is taken; a ledger that is not
         # there reads as an empty one held in memory (`missing`).
         self.missing = read_only and not (self.folder / "ledger.sqlite3").is_file()
@@ -208,10 +210,12 @@ class LocalLedger:
             "WHERE b.target = ? AND b.committed_at IS NULL ORDER BY b.created_at",
             (target.key,),
         )
-        return [
+        found = [
             PendingBatch(Batch.from_json(p), sent, in_flight, datetime.fromisoformat(at) if at else None)
             for p, sent, in_flight, at in rows
         ]
+        self._batches.update((p.batch.id, p.batch) for p in found)
+        return found
 
     def begin(self, batch: Batch) -> None:
         try:
@@ -223,6 +227,7 @@ class LocalLedger:
                 (batch.id, batch.target.key, datetime.now(UTC).isoformat(), batch.lines, batch.malformed_lines),
             )
             self.db.execute("COMMIT")
+            self._batches[batch.id] = batch
         except sqlite3.Error as exc:
             self.db.execute("ROLLBACK") if self.db.in_transaction else None
             raise LedgerError(f"{self.folder}: ledger write failed: cannot journal batch {batch.id} ({exc})") from exc
@@ -242,10 +247,12 @@ class LocalLedger:
     def commit(self, batch_id: str, at: datetime) -> None:
         """Record the batch's files and close it, in one transaction; committing a batch twice changes nothing,
         but a file another batch recorded is an error (it would have been published twice)."""
-        row = self.db.execute(f"SELECT {_PAYLOAD} FROM batches b WHERE b.id = ?", (batch_id,)).fetchone()
-        if row is None:
-            raise LedgerError(f"{self.folder}: no batch {batch_id} to commit")
-        batch = Batch.from_json(row[0])
+        batch = self._batches.get(batch_id)
+        if batch is None:
+            row = self.db.execute(f"SELECT {_PAYLOAD} FROM batches b WHERE b.id = ?", (batch_id,)).fetchone()
+            if row is None:
+                raise LedgerError(f"{self.folder}: no batch {batch_id} to commit")
+            batch = Batch.from_json(row[0])
         try:
             self.db.execute("BEGIN IMMEDIATE")
             for (uri,) in self.db.execute(
@@ -260,8 +267,11 @@ class LocalLedger:
                   *batch.file_lines.get(f.uri, (None, None)), batch.unreadable.get(f.uri),
                   batch.out_of_range.get(f.uri, 0), f.etag) for f in batch.files],
             )  # fmt: skip
-            self.db.execute("UPDATE batches SET committed_at = ? WHERE id = ?", (at.isoformat(), batch_id))
+            closed = self.db.execute("UPDATE batches SET committed_at = ? WHERE id = ?", (at.isoformat(), batch_id))
+            if closed.rowcount != 1:
+                raise sqlite3.DatabaseError(f"no batch {batch_id} to commit")
             self.db.execute("COMMIT")
+            self._batches.pop(batch_id, None)
         except sqlite3.Error as exc:
             self.db.execute("ROLLBACK") if self.db.in_transaction else None
             raise LedgerError(f"{self.folder}: cannot record batch {batch_id} ({exc})") from exc

@@ -8,9 +8,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from job.core import wire
+from job.core.errors import LedgerError
 from job.core.files import Layout, LogFile
 from job.core.limits import MAX_DATAPOINT_AHEAD
 from job.core.metrics import Datum, DatumKey
+
+# The journal format: 2 keeps each request as the exact datum fragments of its body (job/core/wire.py) under
+# "wire"; 1 (no "format") kept each datum as Datum.to_json under "requests", and is still read.
+JOURNAL_FORMAT = 2
 
 
 @dataclass(frozen=True, order=True)
@@ -41,7 +47,8 @@ class Batch:
     """Files whose metrics are being published together, with the exact requests computed for them.
 
     The requests are journaled before the first is sent, so a resumed batch publishes the same datums even if
-    the SQL or the engine changed since.
+    the SQL or the engine changed since: `fragments` holds each request's datums as the bytes of its body
+    (job/core/wire.py), serialised once; a batch made without them (tests, a format-1 journal) gets them here.
     """
 
     id: str
@@ -56,6 +63,12 @@ class Batch:
     unreadable: Mapping[str, str] = field(default_factory=dict)
     # uri -> lines skipped because their minute is out of range (core/timerange.py)
     out_of_range: Mapping[str, int] = field(default_factory=dict)
+    fragments: tuple[tuple[str, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.fragments) != len(self.requests):
+            parts = tuple(tuple(wire.fragments(request)) for request in self.requests)
+            object.__setattr__(self, "fragments", parts)
 
     @property
     def namespace(self) -> str:
@@ -67,6 +80,7 @@ class Batch:
     def to_dict(self) -> dict[str, Any]:
         """The journal form: plain JSON values."""
         return {
+            "format": JOURNAL_FORMAT,
             "id": self.id,
             "target": self.target.key,
             "namespace": self.namespace,
@@ -81,7 +95,7 @@ class Batch:
                 }
                 for f in self.files
             ],
-            "requests": [[d.to_json() for d in request] for request in self.requests],
+            "wire": self.fragments,
             "lines": self.lines,
             "malformed_lines": self.malformed_lines,
             "file_lines": {uri: list(counts) for uri, counts in self.file_lines.items()},
@@ -106,7 +120,18 @@ class Batch:
             )
             for f in data["files"]
         )
-        requests = tuple(tuple(Datum.from_json(d) for d in request) for request in data["requests"])
+        fragments: tuple[tuple[str, ...], ...] = ()
+        version = data.get("format", 1)
+        if version == JOURNAL_FORMAT:
+            fragments = tuple(tuple(request) for request in data["wire"])
+            requests = tuple(tuple(map(wire.datum_from_fragment, request)) for request in fragments)
+        elif version == 1:
+            requests = tuple(tuple(Datum.from_json(d) for d in request) for request in data["requests"])
+        else:
+            raise LedgerError(
+                f"batch {data.get('id')}: journal format {version} is newer than this version of the job reads "
+                f"({JOURNAL_FORMAT}); finish the batch with the version that wrote it"
+            )
         file_lines = {uri: (int(c[0]), int(c[1])) for uri, c in data.get("file_lines", {}).items()}
         return cls(
             data["id"],
@@ -118,6 +143,7 @@ class Batch:
             file_lines,
             data.get("unreadable", {}),
             {uri: int(n) for uri, n in data.get("out_of_range", {}).items()},
+            fragments,
         )
 
 

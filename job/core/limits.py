@@ -6,7 +6,7 @@ from datetime import timedelta
 # "Each PutMetricData request is limited to 1 MB in size for HTTP POST requests. You can send a payload
 # compressed by gzip. Each request is also limited to no more than 1000 different metrics."
 MAX_DATUMS_PER_REQUEST = 1000
-# 1 MB; we budget 1,000,000 bytes of the query-protocol body, the largest of the wire encodings boto3 may use.
+# 1 MB; we budget 1,000,000 bytes of the uncompressed JSON 1.0 body botocore sends (job/core/wire.py).
 MAX_REQUEST_BYTES = 1_000_000
 # MetricDatum.Values: "You can use up to 150 unique values in a single PutMetricData action".
 MAX_VALUES_PER_DATUM = 150
