@@ -6,7 +6,8 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import boto3
 import pytest
@@ -184,3 +185,26 @@ def test_the_full_listing_mark_round_trips_on_both_ledgers(tmp_path: Path, s3: A
         ledger.set_last_full_listing(TARGET, NOW + HOUR)  # overwritten, not added
         assert ledger.last_full_listing(TARGET) == NOW + HOUR
         assert ledger.last_full_listing(other) is None  # one mark per target
+
+
+@pytest.mark.parametrize(
+    ("dry_run", "stopped_early", "listing", "marked"),
+    [
+        (False, False, ListingKind.FULL, True),
+        (True, False, ListingKind.FULL, False),  # a dry run writes nothing
+        (False, True, ListingKind.FULL, False),  # files left: the full listing stays due
+        (False, False, ListingKind.RECENT, False),
+        (False, False, None, False),  # an explicit window (CLI run, backfill)
+    ],
+)
+def test_only_a_full_listing_that_published_everything_is_marked(
+    tmp_path: Path, dry_run: bool, stopped_early: bool, listing: ListingKind | None, marked: bool
+) -> None:
+    from job.handler import mark_full_listing
+    from job.runner import Job, RunOptions, RunReport
+
+    ledger = LocalLedger(tmp_path / "state")
+    options = RunOptions(namespace=TARGET.namespace, window=LOOKBACK, dry_run=dry_run, scheduled=True)
+    job = cast(Job, SimpleNamespace(options=options, ledger=ledger, target=TARGET))
+    mark_full_listing(job, RunReport(TARGET, stopped_early=stopped_early, listing=listing), NOW)
+    assert ledger.last_full_listing(TARGET) == (NOW if marked else None)
