@@ -50,6 +50,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.publish
+	$(BIN)/python -m bench.schedule
 
 # The long run behind docs/RELIABILITY.md: 1,000 random scenarios with faults, and SIGKILL at every kill point.
 reliability: $(STAMP)

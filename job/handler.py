@@ -29,11 +29,12 @@ from job.core.metrics import (
     parse_metric_groups,
     validate_edge_location_cap,
 )
+from job.core.schedule import ListingKind
 from job.core.validate import parse_result_types, validate_namespace
 from job.core.window import HourWindow, floor_hour, parse_time
 from job.environment import Environment
 from job.query.sql_files import MINUTE_METRICS
-from job.runner import DEFAULT_MAX_FILES_PER_QUERY
+from job.runner import DEFAULT_MAX_FILES_PER_QUERY, Job, RunReport
 from job.wiring import EngineKind, Settings, build_job
 
 # Late files arrive up to 24 h after their hour (MAX_LOG_DELIVERY_DELAY); look back two hours more, so a file
@@ -118,6 +119,7 @@ class HandlerConfig:
         return Settings(
             logs=f"s3://{self.log_bucket}/{self.log_prefix}",
             window=window,
+            scheduled=True,
             namespace=self.namespace,
             query=MINUTE_METRICS,
             state=f"s3://{self.results_bucket}/{self.ledger_prefix}",
@@ -274,6 +276,13 @@ def lambda_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         raise ConfigError(message, exc.setting) from exc
 
 
+def mark_full_listing(job: Job, report: RunReport, now: datetime) -> None:
+    """Records a full listing once its run has published everything it found; a run that stopped early (or
+    failed: this is never reached) leaves the full listing due for the next run."""
+    if report.listing is ListingKind.FULL and not report.stopped_early and not job.options.dry_run:
+        job.ledger.set_last_full_listing(job.target, now)
+
+
 def _handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     from job.adapters.s3_ledger import LedgerBusy
 
@@ -307,6 +316,7 @@ def _handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         except Exception as also:  # CloudWatch may be what failed; the original error is the one to raise
             _log("could not publish the Errors metric", logging.ERROR, error=str(also))
         raise
+    mark_full_listing(job, report, now)
     stats = getattr(job.engine, "stats", [])
     scanned = sum(s.data_scanned_bytes for s in stats)
     oldest_left = min((f.hour for f in report.files_left), default=None)
@@ -325,6 +335,7 @@ def _handle(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     summary = {
         "status": "stopped-early" if report.stopped_early else "ok",
         "scheduled_time": now.isoformat(),
+        "listing": report.listing.value if report.listing is not None else None,
         "files_new": report.files_new,
         "files_processed": len(report.files_done),
         "files_left": len(report.files_left),

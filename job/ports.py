@@ -99,6 +99,12 @@ class Ledger(Protocol):
         with the listing: size and ETag)."""
         ...
 
+    def last_full_listing(self, target: Target) -> datetime | None:
+        """When a scheduled run of the target last listed its whole look-back and published all it found."""
+        ...
+
+    def set_last_full_listing(self, target: Target, at: datetime) -> None: ...
+
 
 class Sink(Protocol):
     """Takes one PutMetricData request at a time; returns only once the request is durably accepted."""

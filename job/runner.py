@@ -45,6 +45,7 @@ from job.core.metrics import (
 )
 from job.core.packing import CLOUDWATCH_LIMITS, RequestLimits, check_datums, datum_bytes, pack_wire
 from job.core.receipts import Outcome, Reading, minute_of, next_attempt_time, receipt_datum
+from job.core.schedule import ListingKind, listing_plan
 from job.core.status import changed_files
 from job.core.timerange import check_rows, cloudwatch_takes
 from job.core.window import HourWindow
@@ -89,6 +90,9 @@ class RunOptions:
     young_file_retry: timedelta = DEFAULT_YOUNG_FILE_RETRY
     metric_groups: frozenset[MetricGroup] = DEFAULT_METRIC_GROUPS
     edge_location_cap: int = DEFAULT_EDGE_LOCATION_CAP
+    # A scheduled run (the Lambda's) lists its window per the listing schedule (job/core/schedule.py): the recent
+    # hours, the whole window once a clock hour; an explicit window (CLI run, backfill) is listed whole.
+    scheduled: bool = False
 
 
 @dataclass
@@ -118,6 +122,7 @@ class RunReport:
     resolved_in_run: int = 0  # requests whose answer was lost, resolved by their receipt within the run
     other_ledgers: tuple[str, ...] = ()  # other ledgers whose receipts the namespace holds: other deployments
     changed_files: list[str] = field(default_factory=list)  # recorded files whose size or ETag differ now
+    listing: ListingKind | None = None  # a scheduled run's listing: recent hours or the whole window
     skipped_distributions: list[str] = field(default_factory=list)  # not in the account: not read
     retry_later: list[str] = field(default_factory=list)  # young unreadable files, retried next run
 
@@ -318,8 +323,19 @@ class Job:
         report.files_left = list(new)
         return report
 
+    def _listing_window(self, report: RunReport) -> HourWindow | None:
+        """The window to list: a scheduled run's listing plan (its window's last hour is the run's clock hour), or
+        the whole window."""
+        window = self.options.window
+        if not self.options.scheduled or window is None:
+            return window
+        plan = listing_plan(window, window.last, self.ledger.last_full_listing(self.target))
+        report.listing = plan.kind
+        return plan.window
+
     def _new_files(self, report: RunReport) -> list[LogFile]:
-        listing = self.store.list(self.options.window, self.options.distributions)
+        listed_window = self._listing_window(report)
+        listing = self.store.list(listed_window, self.options.distributions)
         report.unrecognised_paths = listing.unrecognised
         for path in listing.unrecognised[:10]:
             self.log(f"skipped {path}: fits neither <DistributionId>/yyyy/MM/dd/HH/ nor the Hive-style layout")
@@ -331,8 +347,9 @@ class Job:
         report.files_already = report.files_listed - len(new)
         report.files_new = len(new)
         report.bytes_new = sum(f.size for f in new)
-        window = self.options.window or "all partitions"
-        self.log(f"{self.store} ({window}): {report.files_already} file(s) already published, {len(new)} new")
+        window = listed_window or "all partitions"
+        kind = f", {report.listing.value} listing" if report.listing is not None else ""
+        self.log(f"{self.store} ({window}{kind}): {report.files_already} file(s) already published, {len(new)} new")
         return new
 
     def _known(self, files: Sequence[LogFile], report: RunReport) -> list[LogFile]:

@@ -82,6 +82,7 @@ class Settings:
     # none is named: the Lambda's default; the CLI's --check-distributions.
     check_distributions: bool = False
     young_file_retry: timedelta = DEFAULT_YOUNG_FILE_RETRY  # an unreadable file this young is retried next run
+    scheduled: bool = False  # the Lambda's run: the listing schedule picks what of the window is listed
 
     def __post_init__(self) -> None:
         validate_namespace(self.namespace)
@@ -360,6 +361,7 @@ def build_job(
         dry_run=settings.dry_run,
         accept_changed_sql=settings.accept_changed_sql,
         young_file_retry=settings.young_file_retry,
+        scheduled=settings.scheduled,
     )
     known = _known_distributions(clients) if settings.check_distributions and not settings.distributions else None
     return Job(store, engine, ledger, sink, query, options, log=log, known_distributions=known, **hooks)

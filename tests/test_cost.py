@@ -28,7 +28,9 @@ def test_worked_example_line_by_line() -> None:
     assert lines["CloudWatch PutMetricData"] == pytest.approx(30 * 288 * (3 * 2 + 1) / 1000 * 0.01)
     # each distribution: 3.68 M requests x 80 B / 288 = 1.02 MB per query, billed 10 MB
     assert lines["Athena (10 MB minimum per query)"] == pytest.approx(30 * 288 * 3 * MB / 1e12 * 5)
-    assert lines["S3 LIST (listing) and PUT (ledger)"] == pytest.approx(30 * 288 * (3 * 27 + 1 + 4) / 1000 * 0.005)
+    # each distribution: 36 keys on a recent run, 12 x 27 = 324 on the 24 full listings: one LIST each; one per run
+    # for the distribution folders, the ledger's 4 PUTs (before the listing schedule: 3 x 27 LISTs a run)
+    assert lines["S3 LIST (listing) and PUT (ledger)"] == pytest.approx(30 * 288 * (3 * 1 + 1 + 4) / 1000 * 0.005)
     assert lines["Lambda (arm64) GB-seconds and requests"] == pytest.approx(
         30 * 288 * 20 * 1 * 0.0000133334 + 30 * 288 / 1e6 * 0.20
     )
@@ -77,3 +79,13 @@ def test_the_command_prints_lines_prices_their_date_and_a_total() -> None:
 def test_no_metric_group_is_refused() -> None:
     with pytest.raises(ConfigError, match="at least one"):
         CostInput(5, groups=frozenset())
+
+
+def test_the_listing_pays_a_request_per_1000_keys_on_full_listings_only() -> None:
+    from job.core.cost import listing_requests_per_day
+
+    # 330 h of look-back: 12 x 331 = 3,972 keys, 4 requests on each of the 24 full listings, 1 on the 264 others
+    given = CostInput(requests_per_day=1_000_000, distributions=2, lookback_hours=330)
+    assert listing_requests_per_day(given) == 2 * (24 * 4 + 264 * 1) + 288
+    hourly = CostInput(requests_per_day=1_000_000, distributions=2, schedule_minutes=120)  # every run is full
+    assert listing_requests_per_day(hourly) == 2 * 12 * 1 + 12

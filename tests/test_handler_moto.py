@@ -29,6 +29,7 @@ from job.query.sql_files import MINUTE_METRICS, SqlFile
 from job.query.sql_values import SqlValue, Varchar, VarcharList
 from tests.reference import Reference
 
+HOUR = timedelta(hours=1)
 LOG_BUCKET, RESULTS_BUCKET, PREFIX, WORKGROUP, NAMESPACE = "cf-logs", "cf-results", "cloudfront/", "cfm", "Test/Handler"
 COLUMN_TYPES = {
     "minute": "timestamp",
@@ -250,10 +251,58 @@ def test_handler_publishes_each_file_once(aws: tuple[AthenaTwin, Any], tmp_path:
 
     late = write_log_file(root, "E1HANDLER", first, 137, random.Random(3), suffix="late")
     upload(s3, root)
-    late_run = lambda_handler(event, FakeContext())
-    assert late_run["files_processed"] == 1
+    recent = lambda_handler(event, FakeContext())  # this hour's full listing is done: the recent hours only
+    assert recent["listing"] == "recent" and recent["files_new"] == 0
+    next_hour = {"scheduled_time": (now + HOUR).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    late_run = lambda_handler(next_hour, FakeContext())  # the next hour's first run lists the whole look-back
+    assert late_run["listing"] == "full" and late_run["files_processed"] == 1
+    assert lambda_handler(next_hour, FakeContext())["listing"] == "recent"
     e1_paths = [p for p in paths if "E1HANDLER" in p.name] + [late.path]
     assert cloudwatch_sums("E1HANDLER", *window) == reference_requests(e1_paths)
+
+
+def at(moment: datetime) -> dict[str, str]:
+    """A scheduled event at `moment`."""
+    return {"scheduled_time": moment.strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def test_a_late_file_is_published_once_by_the_next_full_listing(
+    aws: tuple[AthenaTwin, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    twin, s3 = aws
+    now = datetime.now(UTC).replace(minute=5, second=0, microsecond=0)
+    root = tmp_path / "logs"
+    generate(root, ["E1LATE"], now.replace(minute=0) - HOUR, hours=1, lines_per_hour=50, files_per_hour=1)
+    upload(s3, root)
+    first = lambda_handler(at(now), FakeContext())
+    assert first["listing"] == "full" and first["files_processed"] == 1
+    assert lambda_handler(at(now + timedelta(minutes=5)), FakeContext())["listing"] == "recent"
+
+    late_hour = now.replace(minute=0) - 20 * HOUR  # delivered 20 h after its hour, after the recent-only run
+    late = write_log_file(root, "E1LATE", late_hour, 91, random.Random(5), suffix="late")
+    upload(s3, root)
+    recent = lambda_handler(at(now + timedelta(minutes=10)), FakeContext())
+    assert recent["listing"] == "recent" and recent["files_new"] == 0  # outside the recent hours
+
+    from job.runner import Job
+
+    def failing(*_: Any, **__: Any) -> None:
+        raise RuntimeError("injected: the query failed")
+
+    next_hour = now + HOUR
+    with monkeypatch.context() as patch:
+        patch.setattr(Job, "_process", failing)
+        with pytest.raises(RuntimeError):
+            lambda_handler(at(next_hour), FakeContext())  # the full listing found the file, then failed
+    retried = lambda_handler(at(next_hour + timedelta(minutes=5)), FakeContext())
+    assert retried["listing"] == "full", "a failed run leaves the full listing due"
+    assert retried["files_processed"] == 1
+    assert lambda_handler(at(next_hour + timedelta(minutes=10)), FakeContext())["listing"] == "recent"
+    again = lambda_handler(at(next_hour + 2 * HOUR), FakeContext())  # the hour after: full again, nothing new
+    assert again["listing"] == "full" and again["files_new"] == 0
+    window = (late_hour - HOUR, late_hour + 2 * HOUR)
+    assert cloudwatch_sums("E1LATE", *window) == reference_requests([late.path])
+    assert twin.queries == 2  # the first run's file and the late one, each queried once
 
 
 def test_handler_stops_before_the_timeout(aws: tuple[AthenaTwin, Any], tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import json
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +26,10 @@ LEASE_DURATION = timedelta(minutes=20)
 # What a lease outlives the run's deadline by: the clock skew between invocations, and a last ledger write.
 LEASE_MARGIN = timedelta(minutes=2)
 MAX_CONDITIONAL_RETRIES = 5
+# Partition objects read at once when a run looks its listing up: a 26-hour look-back of one distribution is 27
+# objects, of 100 distributions 2,700; one GET after another would take most of a run. boto3 clients are thread
+# safe ("Low-level clients are thread safe", boto3 guide, "Multithreading or multiprocessing with clients").
+LEDGER_READ_THREADS = 16
 
 
 class LedgerBusy(LedgerError):
@@ -147,14 +152,20 @@ class S3Ledger:
         if not self._put(self._lease_key, self._lease(), if_match=current[1]):
             raise LedgerBusy(f"{self}: this run's lease changed under it; stopping without publishing")
 
+    def _get_many(self, keys: Sequence[str]) -> list[tuple[str, tuple[Any, str] | None]]:
+        """(key, object or None) for each key, in order, read LEDGER_READ_THREADS at a time."""
+        if len(keys) <= 1:
+            return [(key, self._get(key)) for key in keys]
+        with ThreadPoolExecutor(max_workers=min(LEDGER_READ_THREADS, len(keys))) as pool:
+            return list(zip(keys, pool.map(self._get, keys), strict=True))
+
     def recorded(self, target: Target, files: Sequence[LogFile] | None = None) -> set[str]:
         if files is None:
             keys = [k for k in self._keys(f"{self._root(target)}files/") if k.endswith(".json")]
         else:
             keys = sorted({self._partition_key(target, f.distribution_id, f.hour) for f in files})
         found: set[str] = set()
-        for key in keys:
-            current = self._get(key)
+        for _, current in self._get_many(keys):
             if current is not None:
                 found |= set(current[0]["files"])
         return found if files is None else found & {f.uri for f in files}
@@ -179,6 +190,14 @@ class S3Ledger:
     def set_fingerprint(self, target: Target, fingerprint: str, at: datetime) -> None:
         self._put(f"{self._root(target)}query.json", {"fingerprint": fingerprint, "at": at.isoformat()})
 
+    def last_full_listing(self, target: Target) -> datetime | None:
+        current = self._get(f"{self._root(target)}listing.json")
+        return None if current is None else datetime.fromisoformat(str(current[0]["last_full_listing"]))
+
+    def set_last_full_listing(self, target: Target, at: datetime) -> None:
+        # one writer at a time (the lease): a plain overwrite
+        self._put(f"{self._root(target)}listing.json", {"last_full_listing": at.isoformat()})
+
     def file_records(self, target: Target, files: Sequence[LogFile] | None = None) -> list[FileRecord]:
         records = []
         if files is None:
@@ -186,9 +205,8 @@ class S3Ledger:
         else:
             keys = sorted({self._partition_key(target, f.distribution_id, f.hour) for f in files})
         wanted = None if files is None else {f.uri for f in files}
-        for key in keys:
-            current = self._get(key)
-            if current is None or not key.endswith(".json"):
+        for key, current in self._get_many([k for k in keys if k.endswith(".json")]):
+            if current is None:
                 continue
             distribution_id, stamp = key.removesuffix(".json").split("/")[-2:]
             hour = datetime.strptime(stamp, "%Y%m%d%H").replace(tzinfo=UTC)

@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS owners (
   sink TEXT NOT NULL, namespace TEXT NOT NULL, metric TEXT NOT NULL, query TEXT NOT NULL, claimed_at TEXT NOT NULL,
   PRIMARY KEY (sink, namespace, metric));
 """
+# The meta row of a target's last full listing of its look-back (job/core/schedule.py).
+_FULL_LISTING = "last_full_listing:"
 # A batch's journal, wherever an earlier version kept it.
 _PAYLOAD = "COALESCE(NULLIF(b.payload, ''), (SELECT p.payload FROM batch_payloads p WHERE p.id = b.id))"
 
@@ -275,3 +277,14 @@ class LocalLedger:
         except sqlite3.Error as exc:
             self.db.execute("ROLLBACK") if self.db.in_transaction else None
             raise LedgerError(f"{self.folder}: cannot record batch {batch_id} ({exc})") from exc
+
+    def last_full_listing(self, target: Target) -> datetime | None:
+        row = self.db.execute("SELECT value FROM meta WHERE name = ?", (_FULL_LISTING + target.key,)).fetchone()
+        return None if row is None else datetime.fromisoformat(str(row[0]))
+
+    def set_last_full_listing(self, target: Target, at: datetime) -> None:
+        self._write(
+            "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            _FULL_LISTING + target.key,
+            at.isoformat(),
+        )

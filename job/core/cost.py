@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from job.core.errors import ConfigError
 from job.core.limits import ATHENA_MIN_BYTES_PER_QUERY, ATHENA_USD_PER_TB, MAX_DATUMS_PER_REQUEST
 from job.core.metrics import DEFAULT_EDGE_LOCATION_CAP, DOCUMENTED_RESULT_TYPES, STATUS_CLASSES, MetricGroup
+from job.core.schedule import RECENT_HOURS, full_listings_per_day, list_requests
 
 PRICES_AS_OF = "2026-11-28"
 PRICE_REGION = "us-east-1"
@@ -140,6 +141,18 @@ def athena_billed_bytes_per_day(given: CostInput) -> float:
     return given.distributions * given.runs_per_day * max(float(ATHENA_MIN_BYTES_PER_QUERY), per_query)
 
 
+def listing_requests_per_day(given: CostInput) -> int:
+    """S3 LIST requests a day of the scheduled runs (job/core/schedule.py): each distribution's recent hours on
+    most runs, its whole look-back once a clock hour, a request per 1,000 keys; plus one per run for the
+    distribution folders."""
+    full = full_listings_per_day(given.schedule_minutes)
+    recent = given.runs_per_day - full
+    recent_keys = FILES_PER_HOUR * min(RECENT_HOURS, given.lookback_hours + 1)
+    full_keys = FILES_PER_HOUR * (given.lookback_hours + 1)
+    per_distribution = recent * list_requests(recent_keys) + full * list_requests(full_keys)
+    return given.distributions * per_distribution + given.runs_per_day
+
+
 METRIC_PRICE = f"${CLOUDWATCH_USD_PER_METRIC_MONTH:.2f}/metric"
 
 
@@ -163,7 +176,7 @@ def monthly_bill(given: CostInput) -> list[CostLine]:
     lines.append(
         CostLine("Athena (10 MB minimum per query)", billed / 1e9, "GB scanned", f"${ATHENA_USD_PER_TB:.2f}/TB", usd)
     )
-    lists = DAYS_PER_MONTH * runs * (d * (given.lookback_hours + 1) + 1 + LEDGER_PUTS_PER_RUN)
+    lists = DAYS_PER_MONTH * (listing_requests_per_day(given) + runs * LEDGER_PUTS_PER_RUN)
     lines.append(CostLine("S3 LIST (listing) and PUT (ledger)", lists, "requests", "$0.005/1,000",
                           lists / 1000 * S3_USD_PER_1000_LIST))  # fmt: skip
     gets = DAYS_PER_MONTH * (d * 24 * FILES_PER_HOUR + runs * LEDGER_GETS_PER_RUN)
