@@ -37,12 +37,13 @@ REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs" / "BENCHMARKS.md"
 BEGIN = "<!-- bench:begin (written by `make bench`; edits between these markers are overwritten) -->"
 END = "<!-- bench:end -->"
-METHODS = ("job", "naive", "lean", "scan", "zcat")
+METHODS = ("job", "naive", "lean", "lines", "scan", "zcat")
 LABELS = {
     "job": "**job** on DuckDB, end to end",
     "naive": "naive Python parse (strptime; 1 core)",
     "lean": "lean Python parse (no date parsing; 1 core)",
-    "scan": "DuckDB bare `count(*)` scan",
+    "lines": "DuckDB bare scan, every line one string (the issue's baseline)",
+    "scan": "DuckDB `count(*)` over the job's full read_csv (reference)",
     "zcat": "`zcat files > /dev/null` (1 core)",
 }
 # Targets from the issue.
@@ -377,13 +378,16 @@ def render(
             lambda v: f"{v:.2f}×",
             lambda v: v >= TARGET_VS_NAIVE,
         )
-    if "scan" in methods:
+    if "lines" in methods:
         row(
-            f"≤ {TARGET_VS_SCAN}× the bare scan (the job's time / the scan's)",
-            lambda d: job[d.label].median / results[(d.label, "scan")].median,
+            f"≤ {TARGET_VS_SCAN}× the bare scan, every line one string (the job's time / the scan's)",
+            lambda d: job[d.label].median / results[(d.label, "lines")].median,
             lambda v: f"{v:.2f}×",
             lambda v: v <= TARGET_VS_SCAN,
         )
+    if "scan" in methods:
+        cells = " | ".join(f"{job[d.label].median / results[(d.label, 'scan')].median:.2f}×" for d in datasets)
+        add(f"| (reference) the job's time / `count(*)` over its full read_csv | {cells} | — |")
     row(
         "peak RSS of the job < 1 GB",
         lambda d: job[d.label].peak_rss_kb * 1024,
@@ -468,8 +472,11 @@ How fast the job turns CloudFront logs into metrics on DuckDB, against what it r
   p50/p90/p99 and bucketed into the same histogram (`bench/worker.py`).
 - **lean Python parse**: the same outputs with the two obvious speed-ups (the minute is the text of date and
   HH:MM, no `strptime`; split only up to time-taken): the strictest pure-Python baseline.
-- **bare scan**: DuckDB `SELECT count(*)` over `read_csv` of the same files with the engine's exact options (cut
-  out of `DuckDBEngine._view_sql`): decompressing and splitting lines, the floor for any query of the engine.
+- **bare scan, every line one string** (the issue's baseline for the ≤ 1.5× target): DuckDB `SELECT count(line)`
+  over `read_csv` of the same files with one VARCHAR column per line (a delimiter CloudFront never writes):
+  decompressing and finding line ends, no field splitting.
+- **`count(*)` over the full read_csv** (reference, the former baseline): the engine's exact `read_csv` options
+  (cut out of `DuckDBEngine._legacy_view_sql`), every field split into its VARCHAR column.
 - **zcat**: `zcat files > /dev/null`, decompression alone, on one core.
 
 Data is made by `job.demo.sample_logs` (realistic lines, every result type, a slow tail of time-taken) and cached in
