@@ -30,7 +30,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.data import DATA_DIR, Dataset, ensure_dataset, ensure_dense_dataset
+from bench.data import (
+    DATA_DIR,
+    SMALL_FILES_PER_HOUR,
+    Dataset,
+    ensure_dataset,
+    ensure_dense_dataset,
+    ensure_small_files_dataset,
+)
 from job.core.limits import MAX_REQUEST_BYTES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,6 +122,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         type=parse_count,
         help="also this many lines in one distribution-hour; 0: none (default 2M; 200k with --quick)",
     )
+    parser.add_argument(
+        "--small",
+        type=parse_count,
+        help=f"also this many lines in {SMALL_FILES_PER_HOUR} small files per distribution-hour, as a busy "
+        "distribution's logs arrive; 0: none (default 2M; 200k with --quick)",
+    )
     parser.add_argument("--reps", type=int, default=3, help="repetitions of every measurement (default 3)")
     parser.add_argument(
         "--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)} (default all)"
@@ -126,6 +139,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args.sizes = args.lines or ([200_000] if args.quick else [2_000_000, 8_000_000])
     if args.dense is None:
         args.dense = 200_000 if args.quick else 2_000_000
+    if args.small is None:
+        args.small = 200_000 if args.quick else 2_000_000
     args.methods = [m for m in METHODS if m in args.methods.split(",")]
     if "job" not in args.methods:
         parser.error("--methods must include job: every other figure is relative to it")
@@ -394,7 +409,7 @@ def render(
         lambda v: _rss(v / 1024),
         lambda v: v < TARGET_RSS_BYTES,
     )
-    spread = [d for d in datasets if not d.label.endswith("dense")]
+    spread = [d for d in datasets if not d.label.endswith(("dense", "small files"))]
     if len(spread) > 1:
         small, big = spread[0], spread[-1]
         growth = job[big.label].peak_rss_kb / job[small.label].peak_rss_kb
@@ -482,11 +497,14 @@ How fast the job turns CloudFront logs into metrics on DuckDB, against what it r
 Data is made by `job.demo.sample_logs` (realistic lines, every result type, a slow tail of time-taken) and cached in
 `bench/data/` (gitignored): distinct 250,000-line files, one per recent partition hour, hard-linked under two
 distributions, so no two files of one distribution share a minute and a bigger input gives each distribution's
-query more hours. The dense input puts 2 M lines in one distribution-hour instead. Each measurement runs in a
-fresh process; the methods take turns within every repetition.
+query more hours. The dense input puts 2 M lines in one distribution-hour instead. The small-files input holds the
+same lines as the 2 M input, each distribution-hour's file dealt into 200 small files (each with the header), as
+CloudFront writes them for a busy distribution (`--small`; `bench.data.ensure_small_files_dataset`). Each
+measurement runs in a fresh process; the methods take turns within every repetition.
 
 Run it: `make bench` (several minutes; it rewrites the figures below), `.venv/bin/python -m bench.run --quick`
-(200 k lines, prints only), or choose `--lines 2M,8M,16M`, `--dense 0`, `--reps 5`, `--methods job,scan`.
+(200 k lines, prints only), or choose `--lines 2M,8M,16M` (the memory check: peak RSS flat from 2 M to 16 M),
+`--dense 0`, `--small 0`, `--reps 5`, `--methods job,lines`.
 """
 
 
@@ -515,6 +533,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     datasets = [ensure_dataset(n) for n in args.sizes]
     if args.dense:
         datasets.append(ensure_dense_dataset(args.dense))
+    if args.small:
+        datasets.append(ensure_small_files_dataset(args.small))
     warm_page_cache(datasets)
     load_before = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     results: Results = {(d.label, m): Series(d, m) for d in datasets for m in args.methods}
