@@ -10,6 +10,7 @@ two-week timestamp limit (the bench publishes through the real CloudWatch sink, 
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -31,6 +32,9 @@ POOL_DISTRIBUTION = "E0BENCHPOOL0000"
 DENSE_DISTRIBUTION = "E3BENCHDENSE0003"
 FULL_FILE_LINES = 250_000
 MIN_FILES = 8
+# A busy distribution: CloudFront writes a log file per edge server every few minutes, hundreds an hour (its
+# developer guide: "typically ... several files per hour", more the more edge locations serve it).
+SMALL_FILES_PER_HOUR = 200
 # Pool hours older than this are regenerated: the job's CloudWatch sink refuses datapoints older than 14 days.
 MAX_POOL_AGE = timedelta(days=10)
 
@@ -179,6 +183,78 @@ def ensure_dense_dataset(lines: int, now: datetime | None = None, workers: int |
         lines_per_file=per_file,
         gz_bytes=gz_bytes,
         first_hour=anchor,
+        last_hour=anchor,
+    )
+
+
+def _split_pool_file(source: str, target_dir: str, parts: int) -> str:
+    """Worker: one pool file's records dealt round-robin into `parts` gzip files, each with the file's header
+    (written in a scratch folder, then renamed), so the small files hold exactly the big file's lines."""
+    target = Path(target_dir)
+    scratch = target.with_name(f".scratch-{target.name}")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    with gzip.open(source, "rb") as handle:
+        lines = handle.readlines()
+    # Every CloudFront file starts with its #Version/#Fields header (the engine skips those lines): each part too.
+    header = 0
+    while header < len(lines) and lines[header].startswith(b"#"):
+        header += 1
+    for part in range(parts):
+        with gzip.open(scratch / f"part-{part:04d}.gz", "wb", compresslevel=6) as out:
+            out.writelines(lines[:header])
+            out.writelines(lines[header + part :: parts])
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(scratch, target)
+    return target_dir
+
+
+def ensure_small_files_dataset(
+    lines: int, parts: int = SMALL_FILES_PER_HOUR, now: datetime | None = None, workers: int | None = None
+) -> Dataset:
+    """The same lines as ensure_dataset(lines), but each distribution-hour's file split into `parts` small files,
+    as CloudFront writes them for a busy distribution (the split is cached beside the pool)."""
+    now = now or datetime.now(UTC)
+    files, per_file = shape(lines)
+    hours = math.ceil(files / len(DISTRIBUTIONS))
+    anchor, pool = ensure_pool(per_file, hours, now, workers or os.cpu_count() or 1)
+    split_dir = _pool_dir(per_file) / f"split-{parts}"
+    missing = [i for i in range(hours) if not (split_dir / f"hour-{i:04d}").is_dir()]
+    if missing:
+        print(f"bench data: splitting {len(missing)} pool file(s) into {parts} files each in {split_dir}", flush=True)
+        with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as executor:
+            jobs = [
+                executor.submit(_split_pool_file, str(pool[i]), str(split_dir / f"hour-{i:04d}"), parts)
+                for i in missing
+            ]
+            for job in jobs:
+                job.result()
+    root = DATA_DIR / "sets" / f"small-{files * per_file}-{parts}"
+    shutil.rmtree(root, ignore_errors=True)
+    linked: list[Path] = []
+    for k in range(files):
+        distribution_id, index = DISTRIBUTIONS[k % len(DISTRIBUTIONS)], k // len(DISTRIBUTIONS)
+        hour = anchor - index * HOUR
+        folder = root / Layout.PLAIN.partition_prefix(distribution_id, hour)
+        folder.mkdir(parents=True, exist_ok=True)
+        for part in range(parts):
+            path = folder / f"{distribution_id}.{hour:%Y-%m-%d-%H}.{index:04d}{part:04d}.gz"
+            os.link(split_dir / f"hour-{index:04d}" / f"part-{part:04d}.gz", path)
+            linked.append(path)
+    gz_bytes = sum(p.stat().st_size for p in linked)
+    return Dataset(
+        label=f"{_count(files * per_file)} small files",
+        description=(
+            f"{_count(files * per_file)} small files: the lines of {_count(files * per_file)} in {len(linked):,} gzip "
+            f"files, {parts} per distribution-hour of about {per_file // parts:,} lines ({gz_bytes / 1e6:,.0f} MB)"
+        ),
+        lines=files * per_file,
+        root=root,
+        files=tuple(linked),
+        distinct_files=hours * parts,
+        lines_per_file=per_file // parts,
+        gz_bytes=gz_bytes,
+        first_hour=anchor - (hours - 1) * HOUR,
         last_hour=anchor,
     )
 
