@@ -84,6 +84,10 @@ class WireCounter:
         # A before-send handler that returns a response replaces the HTTP call (botocore's documented hook).
         send_hook: Any = self._before_send
         self.client.meta.events.register("before-send.cloudwatch.PutMetricData", send_hook)
+        # The run's look for other deployments' receipts (ListMetrics) answers "none" here; sent to the network
+        # it would time out and retry with backoff, 5 s of sleep the job does not spend against CloudWatch.
+        list_hook: Any = self._no_metrics
+        self.client.meta.events.register("before-send.cloudwatch.ListMetrics", list_hook)
 
     def _before_call(self, params: Mapping[str, Any], **_: Any) -> None:
         if not self.count_bodies:
@@ -99,6 +103,21 @@ class WireCounter:
         self.wire_bytes.append(len(body.encode() if isinstance(body, str) else body))
         self.content_type = str(request.headers.get("Content-Type", b""), "ascii", "replace")
         return AWSResponse(request.url, 200, HTTPHeaders(), _EmptyBody())
+
+    def _no_metrics(self, request: Any, **_: Any) -> AWSResponse:
+        headers = HTTPHeaders()
+        headers["Content-Type"] = "application/x-amz-json-1.0"
+        return AWSResponse(request.url, 200, headers, _JsonBody(b'{"Metrics": []}'))
+
+
+class _JsonBody:
+    """The raw body of a stub JSON 1.0 response."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self.body
 
 
 class CountingSink(CloudWatchSink):
