@@ -58,6 +58,8 @@ class AthenaEngine:
     monotonic: Callable[[], float] = time.monotonic
     stats: list[QueryStats] = field(default_factory=list)
     name: str = "athena"
+    # queries of different chunks the runner may run at once (threads); 1 until a setting raises it
+    max_concurrency: int = 1
 
     def query(self, sql: SqlFile, params: Mapping[str, SqlValue], files: Sequence[LogFile]) -> QueryResult:
         import awswrangler as wr
@@ -81,16 +83,15 @@ class AthenaEngine:
             raise EngineError(f"{sql.path}: Athena refused the query ({exc})") from exc
         execution = self._wait(str(query_id))
         statistics = execution.get("Statistics", {})
-        self.stats.append(
-            QueryStats(
-                str(query_id),
-                int(statistics.get("DataScannedInBytes", 0)),
-                int(statistics.get("EngineExecutionTimeInMillis", 0)),
-            )
+        stats = QueryStats(
+            str(query_id),
+            int(statistics.get("DataScannedInBytes", 0)),
+            int(statistics.get("EngineExecutionTimeInMillis", 0)),
         )
+        self.stats.append(stats)  # list.append is atomic; this query's figures come from `stats`, not stats[-1]
         frame = wr.athena.get_query_results(query_execution_id=str(query_id), boto3_session=self.boto3_session)
         records: list[Row] = frame.to_dict(orient="records")
-        scanned = self.stats[-1].data_scanned_bytes
+        scanned = stats.data_scanned_bytes
         return QueryResult(records, {}, scanned, ATHENA_MIN_BYTES_PER_QUERY, str(query_id))
 
     def _wait(self, query_id: str) -> dict[str, Any]:
