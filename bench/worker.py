@@ -149,6 +149,7 @@ class TimedEngine:
     def __init__(self, inner: Engine) -> None:
         self.inner = inner
         self.name = inner.name
+        self.max_concurrency = inner.max_concurrency
         self.seconds = 0.0
         self.rows = 0
 

@@ -18,7 +18,7 @@ from job.adapters.local_store import LocalLogStore
 from job.adapters.sinks import CLOUDWATCH_SETTLE
 from job.core.errors import CfMetricsError, ConfigError, SqlChangedError
 from job.core.files import Layout, LogFormat, describe_missing_files, validate_distribution_id
-from job.core.limits import MAX_ATHENA_QUERY_BYTES
+from job.core.limits import DEFAULT_QUERY_CONCURRENCY, MAX_ATHENA_QUERY_BYTES, MAX_QUERY_CONCURRENCY
 from job.core.metrics import (
     DEFAULT_EDGE_LOCATION_CAP,
     DEFAULT_METRIC_GROUPS,
@@ -41,6 +41,7 @@ FLAGS = {
     "namespace": "--namespace", "result_types": "--result-types", "location": "--location", "query": "--query",
     "from": "--from", "to": "--to", "distributions": "--distribution", "sink": "--sink", "engine": "--engine",
     "athena_results": "--athena-results", "threads": "--threads", "query_timeout": "--query-timeout",
+    "query_concurrency": "--query-concurrency",
     "logs": "--logs", "state": "--state", "files_per_query": "--files-per-query", "trino_url": "--trino-url",
     "trino_schema": "--trino-schema", "endpoint_url": "--endpoint-url", "s3_endpoint_url": "--s3-endpoint-url",
     "young_file_retry": "--retry-unreadable-for",
@@ -86,6 +87,7 @@ def settings_from_args(args: argparse.Namespace, now: datetime) -> Settings:
         database=args.database,
         athena_results=args.athena_results,
         query_timeout_seconds=args.query_timeout,
+        query_concurrency=args.query_concurrency,
         files_per_query=args.files_per_query,
         trino_url=args.trino_url,
         trino_catalog=args.trino_catalog,
@@ -438,6 +440,14 @@ def _job_options(parser: argparse.ArgumentParser, window_required: bool) -> None
     parser.add_argument("--workgroup", default="primary", help="Athena workgroup (default primary)")
     parser.add_argument("--database", default="cloudfront", help="Glue database of the log table (cloudfront)")
     parser.add_argument("--athena-results", metavar="S3URI", help="s3://bucket/prefix/ for Athena's query results")
+    parser.add_argument(
+        "--query-concurrency",
+        type=int,
+        default=DEFAULT_QUERY_CONCURRENCY,
+        help=f"queries of different distributions run at once on Athena (1 to {MAX_QUERY_CONCURRENCY}; default "
+        f"{DEFAULT_QUERY_CONCURRENCY}; keep it under the account's active DML query quota, docs/DEPLOY.md); "
+        "DuckDB and Trino run one at a time",
+    )
     parser.add_argument(
         "--query-timeout",
         type=float,

@@ -16,7 +16,7 @@ from typing import Any
 
 from job.core.errors import ConfigError
 from job.core.files import Layout, LogFormat, validate_distribution_id
-from job.core.limits import MAX_LOG_DELIVERY_DELAY
+from job.core.limits import DEFAULT_QUERY_CONCURRENCY, MAX_LOG_DELIVERY_DELAY
 from job.core.metrics import (
     DEFAULT_EDGE_LOCATION_CAP,
     DEFAULT_METRIC_GROUPS,
@@ -45,6 +45,7 @@ DEFAULT_LOOKBACK = MAX_LOG_DELIVERY_DELAY + timedelta(hours=2)
 VARIABLES = {
     "namespace": "NAMESPACE", "result_types": "RESULT_TYPES", "distributions": "DISTRIBUTIONS",
     "scheduled_time": "the event's scheduled_time", "files_per_query": "FILES_PER_QUERY",
+    "query_concurrency": "QUERY_CONCURRENCY",
     "metric_groups": "METRIC_GROUPS", "edge_location_cap": "EDGE_LOCATION_CAP",
     "accept_changed_sql": "ACCEPT_CHANGED_SQL",
 }  # fmt: skip
@@ -72,6 +73,7 @@ class HandlerConfig:
     lookback_hours: int
     query_timeout_seconds: float
     files_per_query: int = DEFAULT_MAX_FILES_PER_QUERY
+    query_concurrency: int = DEFAULT_QUERY_CONCURRENCY
     result_types: frozenset[str] = DOCUMENTED_RESULT_TYPES
     # How the logs are written. On Athena the format lives in the Glue catalog (cloudfront_logs is the legacy table
     # or, for v2, the normalising view over cloudfront_logs_v2: docs/FORMATS.md); validated here all the same.
@@ -106,6 +108,7 @@ class HandlerConfig:
             lookback_hours=int(read.positive("LOOKBACK_HOURS", str(lookback))),
             query_timeout_seconds=read.positive("QUERY_TIMEOUT_SECONDS", "240"),
             files_per_query=int(read.positive("FILES_PER_QUERY", str(DEFAULT_MAX_FILES_PER_QUERY))),
+            query_concurrency=int(read.positive("QUERY_CONCURRENCY", str(DEFAULT_QUERY_CONCURRENCY))),
             result_types=read.parsed("RESULT_TYPES", parse_result_types, ",".join(sorted(DOCUMENTED_RESULT_TYPES))),
             log_format=read.choice("LOG_FORMAT", LogFormat, LogFormat.LEGACY),
             check_distributions=read.choice("CHECK_DISTRIBUTIONS", Switch, Switch.ON) is Switch.ON,
@@ -135,6 +138,7 @@ class HandlerConfig:
             athena_results=f"s3://{self.results_bucket}/{self.results_prefix}",
             query_timeout_seconds=self.query_timeout_seconds,
             files_per_query=self.files_per_query,
+            query_concurrency=self.query_concurrency,
             owner=owner,
             check_distributions=self.check_distributions,
             accept_changed_sql=self.accept_changed_sql,

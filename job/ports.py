@@ -36,6 +36,8 @@ class Engine(Protocol):
     """Runs Athena SQL from sql/; `files` are the log files the query's `"$path"` parameter names."""
 
     name: str
+    # How many queries it usefully runs at once: the runner runs at most min(this, query_concurrency) ahead.
+    max_concurrency: int
 
     def query(self, sql: SqlFile, params: Mapping[str, SqlValue], files: Sequence[LogFile]) -> QueryResult: ...
 

@@ -7,6 +7,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
@@ -15,6 +16,7 @@ from job.core import wire
 from job.core.batch import Batch, FileRecord, PendingBatch, Target
 from job.core.cost import athena_query_bill
 from job.core.errors import (
+    ConfigError,
     InFlightUnknown,
     MetricOwnedError,
     PublishAmbiguous,
@@ -25,7 +27,12 @@ from job.core.errors import (
     UnreadableFileError,
 )
 from job.core.files import LogFile
-from job.core.limits import MAX_ATHENA_QUERY_BYTES, MAX_DATAPOINT_AGE
+from job.core.limits import (
+    DEFAULT_QUERY_CONCURRENCY,
+    MAX_ATHENA_QUERY_BYTES,
+    MAX_DATAPOINT_AGE,
+    MAX_QUERY_CONCURRENCY,
+)
 from job.core.metrics import (
     DEFAULT_EDGE_LOCATION_CAP,
     DEFAULT_METRIC_GROUPS,
@@ -93,6 +100,16 @@ class RunOptions:
     # A scheduled run (the Lambda's) lists its window per the listing schedule (job/core/schedule.py): the recent
     # hours, the whole window once a clock hour; an explicit window (CLI run, backfill) is listed whole.
     scheduled: bool = False
+    # How many chunks' queries run ahead at once (threads); publishing stays one batch at a time, in plan order.
+    # The engine's own max_concurrency caps it (DuckDB, Trino: 1); 1 runs every query on the calling thread.
+    query_concurrency: int = DEFAULT_QUERY_CONCURRENCY
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.query_concurrency <= MAX_QUERY_CONCURRENCY:
+            raise ConfigError(
+                f"query concurrency {self.query_concurrency}: expected 1 to {MAX_QUERY_CONCURRENCY}",
+                "query_concurrency",
+            )
 
 
 @dataclass
@@ -390,20 +407,56 @@ class Job:
         new = self._new_files(report)
         report.chunks = self.plan(new)
         self.on_plan(report)
-        for chunk in report.chunks:
-            if self.should_stop():
-                report.stopped_early = True
-                self.log("stopping early; the next run continues with the files left")
-                break
-            self._process(chunk[0].distribution_id, chunk, now, report)
-            if report.stopped_early:  # stopped between two requests of this chunk's batch: it stays pending
-                break
-            report.files_done.extend(chunk)
-            self.on_progress(report, chunk)
+        workers = min(self.options.query_concurrency, getattr(self.engine, "max_concurrency", 1))
+        if workers <= 1 or len(report.chunks) <= 1:
+            self._run_chunks(report.chunks, now, report, lambda index: None)
+        else:
+            # Up to `workers` chunks' queries run ahead in threads; the main thread publishes each chunk in plan
+            # order, one batch at a time, as without the pool (the ledger, sink and log see one thread only).
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="query") as pool:
+                ahead: dict[int, Future[QueryResult]] = {}
+                submitted = 0
+
+                def fetch(index: int) -> Future[QueryResult] | None:
+                    nonlocal submitted
+                    while submitted < len(report.chunks) and submitted <= index + workers - 1:
+                        queried = [f for f in report.chunks[submitted] if f.size]
+                        if queried:
+                            ahead[submitted] = pool.submit(self._query, queried)
+                        submitted += 1
+                    return ahead.pop(index, None)
+
+                try:
+                    self._run_chunks(report.chunks, now, report, fetch)
+                finally:
+                    for future in ahead.values():  # beyond the stop point: not started, or not published
+                        future.cancel()
         done = set(report.files_done)
         report.files_left = [f for f in new if f not in done]
         self._log_other_result_types(report)
         return report
+
+    def _query(self, files: Sequence[LogFile]) -> QueryResult:
+        params = query_parameters(files[0].distribution_id, [f.hour for f in files], [f.uri for f in files])
+        return self.engine.query(self.query, params, files)
+
+    def _run_chunks(
+        self,
+        chunks: Sequence[list[LogFile]],
+        now: datetime,
+        report: RunReport,
+        fetch: Callable[[int], Future[QueryResult] | None],
+    ) -> None:
+        for index, chunk in enumerate(chunks):
+            if self.should_stop():
+                report.stopped_early = True
+                self.log("stopping early; the next run continues with the files left")
+                break
+            self._process(chunk[0].distribution_id, chunk, now, report, fetch(index))
+            if report.stopped_early:  # stopped between two requests of this chunk's batch: it stays pending
+                break
+            report.files_done.extend(chunk)
+            self.on_progress(report, chunk)
 
     def _log_other_result_types(self, report: RunReport) -> None:
         """Once per run, however many distinct values: how many lines, and the first few values."""
@@ -422,7 +475,14 @@ class Job:
             chunks += chunk_files(list(group), self.options.max_files_per_query, budget)
         return chunks
 
-    def _process(self, distribution_id: str, files: list[LogFile], now: datetime, report: RunReport) -> None:
+    def _process(
+        self,
+        distribution_id: str,
+        files: list[LogFile],
+        now: datetime,
+        report: RunReport,
+        ahead: Future[QueryResult] | None = None,
+    ) -> None:
         """Query the files and publish them; a file the engine cannot read is found by halving the batch and
         recorded as unreadable, so it neither stops this run nor blocks every later one."""
         empty = [f for f in files if f.size == 0]
@@ -433,9 +493,9 @@ class Job:
             self._start(batch, 0, now, report)
             if not files:
                 return
-        params = query_parameters(distribution_id, [f.hour for f in files], [f.uri for f in files])
         try:
-            result = self.engine.query(self.query, params, files)
+            # a query run ahead by the pool raises here, on the main thread, what it raised there
+            result = ahead.result() if ahead is not None else self._query(files)
         except UnreadableFileError as exc:  # a query that timed out too: a gzip bomb, a file too large to read
             if len(files) > 1:
                 half = len(files) // 2

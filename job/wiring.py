@@ -14,6 +14,7 @@ from typing import Any
 from job.adapters.sinks import CLOUDWATCH_SETTLE
 from job.core.errors import ConfigError
 from job.core.files import Layout, LogFormat, validate_distribution_id
+from job.core.limits import DEFAULT_QUERY_CONCURRENCY, MAX_QUERY_CONCURRENCY
 from job.core.metrics import (
     DEFAULT_EDGE_LOCATION_CAP,
     DEFAULT_METRIC_GROUPS,
@@ -73,6 +74,8 @@ class Settings:
     trino_schema: str | None = None  # over a local root: the engine's own schema
     in_flight_settle: timedelta = CLOUDWATCH_SETTLE
     files_per_query: int = DEFAULT_MAX_FILES_PER_QUERY
+    # queries of different chunks run at once on engines that can (Athena: mind the account's active-DML quota)
+    query_concurrency: int = DEFAULT_QUERY_CONCURRENCY
     dry_run: bool = False
     accept_changed_sql: bool = False
     owner: str = "local"  # who holds the S3 ledger's lease: a request id, user@host
@@ -97,6 +100,11 @@ class Settings:
         if not 1 <= self.files_per_query <= MAX_FILES_PER_QUERY:
             raise ConfigError(
                 f"files per query {self.files_per_query}: expected 1 to {MAX_FILES_PER_QUERY:,}", "files_per_query"
+            )
+        if not 1 <= self.query_concurrency <= MAX_QUERY_CONCURRENCY:
+            raise ConfigError(
+                f"query concurrency {self.query_concurrency}: expected 1 to {MAX_QUERY_CONCURRENCY}",
+                "query_concurrency",
             )
         if self.young_file_retry < timedelta(0):
             raise ConfigError(
@@ -275,6 +283,7 @@ def build_store_and_engine(settings: Settings, clients: Clients) -> tuple[LogSto
         s3_output=f"s3://{results_bucket}/{results_prefix}",
         boto3_session=clients.session,
         timeout_seconds=settings.query_timeout_seconds,
+        max_concurrency=settings.query_concurrency,
     )
     return store, engine
 
@@ -362,6 +371,7 @@ def build_job(
         accept_changed_sql=settings.accept_changed_sql,
         young_file_retry=settings.young_file_retry,
         scheduled=settings.scheduled,
+        query_concurrency=settings.query_concurrency,
     )
     known = _known_distributions(clients) if settings.check_distributions and not settings.distributions else None
     return Job(store, engine, ledger, sink, query, options, log=log, known_distributions=known, **hooks)

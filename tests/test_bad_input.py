@@ -31,6 +31,7 @@ class PickyEngine:
     """DuckDB, except that it cannot read files whose name contains 'junk' (as a truncated gzip would fail)."""
 
     name = "picky"
+    max_concurrency = 1
 
     def __init__(self) -> None:
         self.inner = DuckDBEngine()

@@ -655,7 +655,7 @@ def handler_case(
         "AWS_ENDPOINT_URL": moto_endpoint, "LOG_BUCKET": LOGS_BUCKET, "LOG_PREFIX": prefix, "NAMESPACE": namespace,
         "ATHENA_WORKGROUP": WORKGROUP, "ATHENA_DATABASE": "cloudfront", "RESULTS_BUCKET": STATE_BUCKET,
         "RESULTS_PREFIX": f"{prefix}athena/", "LEDGER_PREFIX": f"{prefix}ledger/", "LOOKBACK_HOURS": "3",
-        "CHECK_DISTRIBUTIONS": "false",
+        "CHECK_DISTRIBUTIONS": "false", "QUERY_CONCURRENCY": "1",  # the twin: one query at a time
     }  # fmt: skip
     for name, value in env.items():
         monkeypatch.setenv(name, value)

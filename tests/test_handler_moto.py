@@ -162,6 +162,8 @@ def aws(endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Itera
         "LOOKBACK_HOURS": "26",
         # these tests name made-up distributions; the check itself: tests/test_hostile_input.py
         "CHECK_DISTRIBUTIONS": "false",
+        # the twin answers through moto's one queue of injected results, in query order: one query at a time
+        "QUERY_CONCURRENCY": "1",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)

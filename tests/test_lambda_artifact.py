@@ -53,6 +53,8 @@ ENV_VARS = {
     "ATHENA_WORKGROUP": WORKGROUP,
     "ATHENA_DATABASE": "cloudfront",
     "RESULTS_BUCKET": RESULTS_BUCKET,
+    # Athena's answers are injected beforehand into moto's one queue, taken in query order: one query at a time
+    "QUERY_CONCURRENCY": "1",
 }
 
 

@@ -30,6 +30,7 @@ class ReportingEngine:
     """DuckDB's answers, with a scan figure as an engine that reports one (Athena, Trino) would give."""
 
     name = "reporting"
+    max_concurrency = 1
 
     def __init__(self, factor: float, floor: int = 0) -> None:
         self.inner, self.factor, self.floor = DuckDBEngine(threads=1), factor, floor

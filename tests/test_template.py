@@ -64,6 +64,7 @@ HANDLER_ENV = {
     "LOOKBACK_HOURS",
     "QUERY_TIMEOUT_SECONDS",
     "FILES_PER_QUERY",
+    "QUERY_CONCURRENCY",
     "LOG_LEVEL",
 }
 BASE = {"LogBucketName": "my-logs", "LogPrefix": "cf/"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +59,11 @@ class AthenaEngine:
     monotonic: Callable[[], float] = time.monotonic
     stats: list[QueryStats] = field(default_factory=list)
     name: str = "athena"
+    # boto3 sessions are not thread-safe (awswrangler makes its clients from this one): every call through the
+    # session is made under this lock; the waits between polls are not, so queries still run at once in Athena.
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    # queries of different chunks the runner may run at once (threads); 1 until a setting raises it
+    max_concurrency: int = 1
 
     def query(self, sql: SqlFile, params: Mapping[str, SqlValue], files: Sequence[LogFile]) -> QueryResult:
         import awswrangler as wr
@@ -67,30 +73,31 @@ class AthenaEngine:
         rendered = sql.render_placeholders(params)
         literals = rendered.literal_parameters()
         try:
-            query_id = wr.athena.start_query_execution(
-                sql=rendered.text,
-                database=self.database,
-                s3_output=self.s3_output,
-                workgroup=self.workgroup,
-                params=literals,
-                paramstyle="qmark",
-                boto3_session=self.boto3_session,
-                wait=False,
-            )
+            with self._lock:
+                query_id = wr.athena.start_query_execution(
+                    sql=rendered.text,
+                    database=self.database,
+                    s3_output=self.s3_output,
+                    workgroup=self.workgroup,
+                    params=literals,
+                    paramstyle="qmark",
+                    boto3_session=self.boto3_session,
+                    wait=False,
+                )
         except Exception as exc:  # botocore ClientError, awswrangler's own exceptions
             raise EngineError(f"{sql.path}: Athena refused the query ({exc})") from exc
         execution = self._wait(str(query_id))
         statistics = execution.get("Statistics", {})
-        self.stats.append(
-            QueryStats(
-                str(query_id),
-                int(statistics.get("DataScannedInBytes", 0)),
-                int(statistics.get("EngineExecutionTimeInMillis", 0)),
-            )
+        stats = QueryStats(
+            str(query_id),
+            int(statistics.get("DataScannedInBytes", 0)),
+            int(statistics.get("EngineExecutionTimeInMillis", 0)),
         )
-        frame = wr.athena.get_query_results(query_execution_id=str(query_id), boto3_session=self.boto3_session)
+        self.stats.append(stats)  # list.append is atomic; this query's figures come from `stats`, not stats[-1]
+        with self._lock:
+            frame = wr.athena.get_query_results(query_execution_id=str(query_id), boto3_session=self.boto3_session)
         records: list[Row] = frame.to_dict(orient="records")
-        scanned = self.stats[-1].data_scanned_bytes
+        scanned = stats.data_scanned_bytes
         return QueryResult(records, {}, scanned, ATHENA_MIN_BYTES_PER_QUERY, str(query_id))
 
     def _wait(self, query_id: str) -> dict[str, Any]:
@@ -98,7 +105,8 @@ class AthenaEngine:
 
         deadline = self.monotonic() + self.timeout_seconds
         while True:
-            execution: dict[str, Any] = wr.athena.get_query_execution(query_id, boto3_session=self.boto3_session)
+            with self._lock:
+                execution: dict[str, Any] = wr.athena.get_query_execution(query_id, boto3_session=self.boto3_session)
             status = execution.get("Status", {})
             state = status.get("State", "UNKNOWN")
             if state == "SUCCEEDED":
@@ -109,6 +117,7 @@ class AthenaEngine:
                     raise AthenaUnreadableData(query_id, state, reason)
                 raise AthenaQueryFailed(query_id, state, reason)
             if self.monotonic() > deadline:
-                wr.athena.stop_query_execution(query_id, boto3_session=self.boto3_session)
+                with self._lock:
+                    wr.athena.stop_query_execution(query_id, boto3_session=self.boto3_session)
                 raise AthenaQueryTimedOut(query_id, "TIMED OUT", f"still {state} after {self.timeout_seconds:.0f} s")
             self.sleep(POLL_SECONDS)

@@ -65,6 +65,7 @@ class DuckDBEngine:
     """Runs sql/ on DuckDB after sqlglot translation; the table is a view over exactly the files of each query."""
 
     name = "duckdb"
+    max_concurrency = 1  # one query already uses every core
 
     def __init__(
         self,

@@ -120,6 +120,7 @@ class DownloadingEngine:
     def __init__(self, inner: Engine, client: Any) -> None:
         self.inner, self.client = inner, client
         self.name = f"{inner.name} (downloads from S3)"
+        self.max_concurrency = 1
 
     def query(self, sql: SqlFile, params: Mapping[str, SqlValue], files: Sequence[LogFile]) -> QueryResult:
         with tempfile.TemporaryDirectory(prefix="cfmetrics-") as folder:

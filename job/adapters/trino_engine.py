@@ -78,6 +78,7 @@ class TrinoEngine:
     connect: Callable[..., Any] | None = None  # trino.dbapi.connect, or a stand-in
     stats: list[TrinoQueryStats] = field(default_factory=list)
     name: str = "trino"
+    max_concurrency: int = 1  # a single local Trino
     _ready: bool = False
 
     def __post_init__(self) -> None:
