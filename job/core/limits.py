@@ -39,9 +39,10 @@ ATHENA_MIN_BYTES_PER_QUERY = 10 * 1024 * 1024
 # "You can include up to 500 MetricDataQuery structures in one request".
 MAX_QUERIES_PER_GET = 500
 
-# Athena service quotas, https://docs.aws.amazon.com/athena/latest/ug/service-limits.html: active DML queries per
-# account and region, 25 by default in us-east-1 and 20 in most other regions (queued queries count too). The
-# job's default stays below both so another user of the account keeps some; the cap of 64 is this job's own.
-ATHENA_DEFAULT_ACTIVE_DML_QUERIES = 20
+# Athena service quotas, https://docs.aws.amazon.com/athena/latest/ug/service-limits.html: "Active DML queries"
+# per account and region, a quota that "varies by AWS Region" (its example: 25); running and queued queries both
+# count, and one past it fails with TooManyRequestsException. The job's default stays well below the page's example
+# so other users of the account keep some; the cap of 64 is this job's own (the Service Quotas console shows the
+# account's value).
 DEFAULT_QUERY_CONCURRENCY = 8
 MAX_QUERY_CONCURRENCY = 64
