@@ -418,8 +418,9 @@ def report(command: str, load_before: str, after: Measured, before: Measured, sc
         f"Before, one query at a time, extrapolated to {after.distributions} distributions: {before.seconds:.1f} s × "
         f"{scale:g} = {extrapolated:.0f} s; {after.concurrency} at once: {after.seconds:.1f} s "
         f"({extrapolated / after.seconds:.1f}× faster). Simulated, unlike Athena: the latency is a fixed draw per "
-        "query, not queueing against the account's active-DML quota; results come from moto's queue, not from S3 "
-        "scans; moto answers in milliseconds.",
+        "query (seen done at the adapter's next poll, up to 1 s later), not queueing against the account's "
+        "active-DML quota; no S3 scan: results come from moto's queue. moto (S3, the S3 ledger, CloudWatch's "
+        "PutMetricData) is one process on the same cores, and its time counts in the wall time.",
     ]
     return "\n".join(lines)
 
