@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.publish
 	$(BIN)/python -m bench.schedule
+	$(BIN)/python -m bench.concurrency --write-docs
 
 # The long run behind docs/RELIABILITY.md: 1,000 random scenarios with faults, and SIGKILL at every kill point.
 reliability: $(STAMP)
