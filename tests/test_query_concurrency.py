@@ -84,11 +84,9 @@ def test_queries_run_ahead_bounded_and_publish_in_plan_order_exactly_once(tmp_pa
     generate(root, DISTS, HOUR, hours=2, lines_per_hour=40, files_per_hour=2)
     expected = scan_tree(root)
     engine, ledger = SlowEngine(max_concurrency=4), RecordingLedger(tmp_path / "state")
-    started = time.monotonic()
     report = make_job(root, engine, ledger, out, concurrency=3).run(NOW)
-    elapsed = time.monotonic() - started
+    # overlap is shown by the queries in flight at once, never by wall time (a loaded machine fails a timed assertion)
     assert 1 < engine.most <= 3, "min(option 3, engine 4) queries in flight, more than one"
-    assert elapsed < len(report.chunks) * engine.delay, "the queries overlapped"
     assert ledger.begun == [tuple(f.uri for f in chunk) for chunk in report.chunks], "published in plan order"
     assert ledger.begin_threads == {threading.main_thread().name}, "the ledger is used on the main thread only"
     records = read_jsonl(out)
