@@ -51,6 +51,7 @@ from job.demo.sample_logs import write_log_file
 from job.handler import lambda_handler
 from job.query.sql_files import MINUTE_METRICS, SqlFile
 from job.query.sql_values import SqlValue, Varchar, VarcharList
+from tests.moto_athena import results_body
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs" / "BENCHMARKS.md"
@@ -61,23 +62,6 @@ LATENCY_SECONDS = (3.0, 5.0)
 TARGET_SECONDS = 120.0  # issue 13: one scheduled run over 100 distributions within 2 minutes
 SEED = 13
 CHECKED = 10  # distributions whose published Requests are read back from moto's CloudWatch
-# the columns of sql/minute_metrics.sql's result, as Athena types them (tests/test_handler_moto.py)
-COLUMN_TYPES = {
-    "minute": "timestamp",
-    "grouping_id": "integer",
-    "result_type": "varchar",
-    "time_taken_bucket_ms": "bigint",
-    "file": "varchar",
-    "requests": "bigint",
-    "valid_requests": "bigint",
-    "time_taken_p50_ms": "bigint",
-    "time_taken_p90_ms": "bigint",
-    "time_taken_p99_ms": "bigint",
-    "status_class": "varchar",
-    "ttfb_bucket_ms": "bigint",
-    "edge_location": "varchar",
-    "bytes_downloaded": "bigint",
-}
 
 
 class FakeContext:
@@ -99,14 +83,6 @@ class Expected:
     requests: int  # the sum of its minute rows' `requests` (grouping_id 7): the distribution's valid lines
 
 
-def _cell(value: Any) -> dict[str, str]:
-    if value is None:
-        return {}
-    if isinstance(value, datetime):
-        return {"VarCharValue": value.strftime("%Y-%m-%d %H:%M:%S.000")}
-    return {"VarCharValue": str(value)}
-
-
 def expected_query(query: SqlFile, engine: DuckDBEngine, files: Sequence[LogFile]) -> Expected:
     params: dict[str, SqlValue] = {
         "distribution_id": Varchar(files[0].distribution_id),
@@ -118,10 +94,7 @@ def expected_query(query: SqlFile, engine: DuckDBEngine, files: Sequence[LogFile
     }
     rendered = query.render_placeholders(params)
     rows = engine.query(query, params, files).rows
-    header = {"Data": [{"VarCharValue": name} for name in COLUMN_TYPES]}
-    data = [{"Data": [_cell(row[name]) for name in COLUMN_TYPES]} for row in rows]
-    columns = [{"Name": n, "Label": n, "Type": t, "Nullable": "NULLABLE"} for n, t in COLUMN_TYPES.items()]
-    body = json.dumps({"results": [{"rows": [header, *data], "column_info": columns}]}).encode()
+    body = results_body(rows)
     requests = sum(int(row["requests"]) for row in rows if int(row["grouping_id"]) == 7)
     return Expected(rendered.text, rendered.literal_parameters(), body, requests)
 

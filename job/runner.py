@@ -84,6 +84,12 @@ DEFAULT_YOUNG_FILE_RETRY = timedelta(hours=1)
 SHOWN_IN_LOG = 10
 
 
+def check_query_concurrency(value: int) -> None:
+    """How many queries may run at once: 1 to MAX_QUERY_CONCURRENCY (the settings and the run options both hold it)."""
+    if not 1 <= value <= MAX_QUERY_CONCURRENCY:
+        raise ConfigError(f"query concurrency {value}: expected 1 to {MAX_QUERY_CONCURRENCY}", "query_concurrency")
+
+
 @dataclass(frozen=True)
 class RunOptions:
     namespace: str
@@ -105,11 +111,7 @@ class RunOptions:
     query_concurrency: int = DEFAULT_QUERY_CONCURRENCY
 
     def __post_init__(self) -> None:
-        if not 1 <= self.query_concurrency <= MAX_QUERY_CONCURRENCY:
-            raise ConfigError(
-                f"query concurrency {self.query_concurrency}: expected 1 to {MAX_QUERY_CONCURRENCY}",
-                "query_concurrency",
-            )
+        check_query_concurrency(self.query_concurrency)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 from job.adapters.sinks import CLOUDWATCH_SETTLE
 from job.core.errors import ConfigError
 from job.core.files import Layout, LogFormat, validate_distribution_id
-from job.core.limits import DEFAULT_QUERY_CONCURRENCY, MAX_QUERY_CONCURRENCY
+from job.core.limits import DEFAULT_QUERY_CONCURRENCY
 from job.core.metrics import (
     DEFAULT_EDGE_LOCATION_CAP,
     DEFAULT_METRIC_GROUPS,
@@ -28,7 +28,14 @@ from job.core.window import HourWindow
 from job.ports import Engine, Ledger, LogStore, Sink
 from job.query.sql_files import DEFAULT_SQL_DIR, MINUTE_METRICS, TABLE_DDL, SqlFile
 from job.query.translate import check_syntax
-from job.runner import DEFAULT_MAX_FILES_PER_QUERY, DEFAULT_YOUNG_FILE_RETRY, MAX_FILES_PER_QUERY, Job, RunOptions
+from job.runner import (
+    DEFAULT_MAX_FILES_PER_QUERY,
+    DEFAULT_YOUNG_FILE_RETRY,
+    MAX_FILES_PER_QUERY,
+    Job,
+    RunOptions,
+    check_query_concurrency,
+)
 
 DEFAULT_STATE = ".cfmetrics-state"
 DEFAULT_QUERY_TIMEOUT_SECONDS = 240.0
@@ -101,11 +108,7 @@ class Settings:
             raise ConfigError(
                 f"files per query {self.files_per_query}: expected 1 to {MAX_FILES_PER_QUERY:,}", "files_per_query"
             )
-        if not 1 <= self.query_concurrency <= MAX_QUERY_CONCURRENCY:
-            raise ConfigError(
-                f"query concurrency {self.query_concurrency}: expected 1 to {MAX_QUERY_CONCURRENCY}",
-                "query_concurrency",
-            )
+        check_query_concurrency(self.query_concurrency)
         if self.young_file_retry < timedelta(0):
             raise ConfigError(
                 f"young file retry {self.young_file_retry}: expected zero or more seconds", "young_file_retry"

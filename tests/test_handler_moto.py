@@ -27,26 +27,11 @@ from job.demo.sample_logs import generate, write_log_file
 from job.handler import lambda_handler
 from job.query.sql_files import MINUTE_METRICS, SqlFile
 from job.query.sql_values import SqlValue, Varchar, VarcharList
+from tests.moto_athena import results_body
 from tests.reference import Reference
 
 HOUR = timedelta(hours=1)
 LOG_BUCKET, RESULTS_BUCKET, PREFIX, WORKGROUP, NAMESPACE = "cf-logs", "cf-results", "cloudfront/", "cfm", "Test/Handler"
-COLUMN_TYPES = {
-    "minute": "timestamp",
-    "grouping_id": "integer",
-    "result_type": "varchar",
-    "time_taken_bucket_ms": "bigint",
-    "file": "varchar",
-    "requests": "bigint",
-    "valid_requests": "bigint",
-    "time_taken_p50_ms": "bigint",
-    "time_taken_p90_ms": "bigint",
-    "time_taken_p99_ms": "bigint",
-    "status_class": "varchar",
-    "ttfb_bucket_ms": "bigint",
-    "edge_location": "varchar",
-    "bytes_downloaded": "bigint",
-}
 
 
 class FakeContext:
@@ -119,17 +104,7 @@ class AthenaTwin:
         self.inject(rows)
 
     def inject(self, rows: list[dict[str, Any]]) -> None:
-        def cell(value: Any) -> dict[str, str]:
-            if value is None:
-                return {}
-            if isinstance(value, datetime):
-                return {"VarCharValue": value.strftime("%Y-%m-%d %H:%M:%S.000")}
-            return {"VarCharValue": str(value)}
-
-        header = {"Data": [{"VarCharValue": name} for name in COLUMN_TYPES]}
-        data = [{"Data": [cell(row[name]) for name in COLUMN_TYPES]} for row in rows]
-        columns = [{"Name": n, "Label": n, "Type": t, "Nullable": "NULLABLE"} for n, t in COLUMN_TYPES.items()]
-        body = json.dumps({"results": [{"rows": [header, *data], "column_info": columns}]}).encode()
+        body = results_body(rows)
         request = urllib.request.Request(
             f"{self.endpoint}/moto-api/static/athena/query-results", data=body, method="POST"
         )

@@ -30,8 +30,8 @@ from job.demo.moto_server import moto_server
 from job.demo.sample_logs import generate
 from lambda_build.artifact import REPO, artifact_modules
 from tests.conftest import create_distributions
+from tests.moto_athena import COLUMN_TYPES
 from tests.test_handler_moto import (
-    COLUMN_TYPES,
     LOG_BUCKET,
     NAMESPACE,
     PREFIX,
